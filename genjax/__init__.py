@@ -1,0 +1,1 @@
+"""genjax: GANs and VAEs as pure functions and compiled, data-parallel train steps."""

@@ -1,0 +1,42 @@
+"""What the command-line programs share: flag parsing and user errors as one line, exit 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from absl import flags
+
+from genjax.config import ConfigError
+
+USAGE_ERROR = 2
+
+
+def fail(message: str, code: int = USAGE_ERROR):
+    """Prints `error: message` as one line on stderr and exits with `code`."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, but a bad flag is one line and exit 2 (not usage + exit 1)."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(e)
+    except (ValueError, TypeError, KeyError, AttributeError, OSError, SyntaxError) as e:
+        # ml_collections raises these for a bad --config file or --config.KEY override.
+        fail(f"{type(e).__name__}: {e}")
+
+
+def run_or_exit(fn: Callable[[], object]) -> None:
+    """Runs `fn`; a ConfigError becomes one line on stderr and exit code 2."""
+    for name in ("orbax", "absl", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        fn()
+    except ConfigError as e:
+        fail(e)
+    except KeyboardInterrupt:
+        fail("interrupted", 130)

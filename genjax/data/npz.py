@@ -1,0 +1,64 @@
+"""npz:FILE — images (N, H, W[, C]) uint8, optional labels, optional test_images/test_labels."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+from genjax.data.arrays import ArraySplits, count_classes
+from genjax.data.errors import data_error
+
+NPZ_KEYS = "images (N, H, W) or (N, H, W, C) uint8, optional labels, test_images, test_labels"
+
+
+def load_npz(spec: str, path: str, image_size: int = 0) -> ArraySplits:
+    """npz:FILE: `images` [+ `labels`]; `test_images` [+ `test_labels`] is the native test split."""
+    if not os.path.isfile(path):
+        raise data_error(spec, f"no such file {path!r}; npz:FILE names an .npz with {NPZ_KEYS}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            contents = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise data_error(spec, f"cannot read {path!r} as .npz ({e}); expected {NPZ_KEYS}") from e
+    if "images" not in contents:
+        raise data_error(
+            spec, f"no 'images' array (found: {', '.join(contents) or 'none'}); expected {NPZ_KEYS}"
+        )
+    if ("labels" in contents) != ("test_labels" in contents) and "test_images" in contents:
+        raise data_error(spec, "give both 'labels' and 'test_labels' or neither")
+    train = _split(spec, contents, "images", "labels")
+    test = (
+        _split(spec, contents, "test_images", "test_labels") if "test_images" in contents else None
+    )
+    if test is not None and test["image"].shape[1:] != train["image"].shape[1:]:
+        raise data_error(
+            spec,
+            f"'test_images' are {test['image'].shape[1:]} but 'images' are "
+            f"{train['image'].shape[1:]}; both need the same (H, W, C)",
+        )
+    num_classes = count_classes(spec, train.get("label"), test.get("label") if test else None)
+    return ArraySplits(spec, "image", train, test, num_classes, image_size)
+
+
+def _split(spec: str, contents: dict, image_key: str, label_key: str) -> dict[str, np.ndarray]:
+    """One split's arrays from the file, checked: uint8 NHWC images, integer labels (N,)."""
+    images = contents[image_key]
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise data_error(
+            spec, f"{image_key!r} is {images.dtype} {images.shape}; expected {NPZ_KEYS}"
+        )
+    if images.ndim == 4 and images.shape[-1] not in (1, 3):
+        raise data_error(spec, f"{image_key!r} has {images.shape[-1]} channels; valid: 1 or 3")
+    arrays = {"image": images if images.ndim == 4 else images[..., None]}
+    if label_key in contents:
+        labels = contents[label_key]
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise data_error(
+                spec,
+                f"{label_key!r} is {labels.dtype} {labels.shape}; "
+                f"expected integers of shape ({len(images)},)",
+            )
+        arrays["label"] = labels.astype(np.int32)
+    return arrays

@@ -1,0 +1,148 @@
+"""Host batches with grain: shuffled, endless, sharded by JAX process, exactly resumable.
+
+The global stream is grain's index shuffle of the whole data set, reshuffled each epoch.
+Process p of P reads stream positions p, p + P, p + 2P, ... and batches them
+`batch_size // P` at a time, so local batch j of every process together make global batch j
+(positions j*B .. (j+1)*B - 1): the same global batches whatever the process count, and
+processes never read the same example within an epoch. Batches are index arrays gathered by
+`Source.take` (one numpy gather per batch for in-memory sources), prefetched by grain threads,
+or by grain worker processes when num_workers > 0.
+
+Resume: `get_state()` is {'next_batch': j, ...}; `set_state` restarts the grain pipeline at
+batch j (a slice of the batched MapDataset), which also works with worker processes and after
+a change in the number of processes.
+"""
+
+from __future__ import annotations
+
+import grain
+import jax
+import numpy as np
+
+from genjax.config import ConfigError
+from genjax.data.arrays import Source
+
+READ_OPTIONS = grain.ReadOptions(num_threads=4, prefetch_buffer_size=8)  # in batches
+STATE_CHECKS = ("seed", "global_batch_size", "num_examples")
+
+
+def shuffled_stream(num_examples: int, seed: int) -> grain.MapDataset:
+    """Endless example indices: a seeded permutation of 0..N-1, a new one each epoch."""
+    return grain.MapDataset.range(num_examples).seed(seed).shuffle().repeat()
+
+
+def local_batches(
+    source: Source, local_batch_size: int, seed: int, process_index: int, process_count: int
+) -> grain.MapDataset:
+    """Process `process_index`'s endless batches: its strided share of the shuffled stream."""
+    shard = shuffled_stream(len(source), seed)[process_index::process_count]
+    return shard.batch(local_batch_size).map(source.take)
+
+
+def local_batch_size(batch_size: int, process_count: int) -> int:
+    """The per-process share of a global batch; ConfigError unless it divides evenly."""
+    if batch_size < 1 or batch_size % process_count:
+        nearest = process_count * max(1, batch_size // process_count)
+        raise ConfigError(
+            f"config.batch_size={batch_size} must be a positive multiple of the number of "
+            f"JAX processes ({process_count}), e.g. {nearest}"
+        )
+    return batch_size // process_count
+
+
+class HostBatchIterator:
+    """Endless iterator of this process's batches (dicts of numpy arrays), resumable exactly."""
+
+    def __init__(self, batches: grain.MapDataset, fingerprint: dict, num_workers: int = 0):
+        """Iterates `batches` from batch 0; `fingerprint` guards set_state against other data."""
+        self._batches = batches
+        self._fingerprint = fingerprint
+        self._num_workers = num_workers
+        self._next_batch = 0
+        self._iterator = None
+
+    def __iter__(self) -> HostBatchIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._iterator is None:
+            self._iterator = self._start(self._next_batch)
+        batch = next(self._iterator)
+        self._next_batch += 1
+        return batch
+
+    def get_state(self) -> dict:
+        """JSON-serialisable position: the index of the next batch, plus what it depends on."""
+        return {"next_batch": self._next_batch, **self._fingerprint}
+
+    def set_state(self, state: dict) -> None:
+        """Continues from a `get_state()` of an iterator over the same data, seed and batch."""
+        saved = {key: _as_int(state.get(key)) for key in STATE_CHECKS}
+        next_batch = _as_int(state.get("next_batch"))
+        if saved != self._fingerprint or next_batch is None or next_batch < 0:
+            raise ConfigError(
+                f"cannot resume the data pipeline from state {dict(state)}: it needs "
+                f"next_batch >= 0 and {self._fingerprint}; resume with the same config.seed, "
+                "config.batch_size and data, or start a fresh workdir"
+            )
+        self.close()
+        self._next_batch = next_batch
+
+    def close(self) -> None:
+        """Stops prefetching (threads or worker processes) until the next `next()`."""
+        if self._iterator is not None and hasattr(self._iterator, "close"):
+            self._iterator.close()
+        self._iterator = None
+
+    def _start(self, first_batch: int):
+        """A grain iterator over batches first_batch, first_batch + 1, ..."""
+        dataset = self._batches[first_batch:].to_iter_dataset(READ_OPTIONS)
+        if self._num_workers:
+            _mark_absl_flags_parsed()
+            options = grain.MultiprocessingOptions(num_workers=self._num_workers)
+            dataset = dataset.mp_prefetch(options)
+        return iter(dataset)
+
+
+def _as_int(value) -> int | None:
+    """An integer saved in a state (int, numpy integer or 0-d array), else None."""
+    array = np.asarray(value)
+    return int(array) if array.shape == () and array.dtype.kind in "iu" else None
+
+
+def _mark_absl_flags_parsed() -> None:
+    """grain workers read absl flags; outside absl.app.run (tests, notebooks) use defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def host_batches(
+    source: Source,
+    *,
+    batch_size: int,
+    seed: int,
+    num_workers: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> HostBatchIterator:
+    """This process's endless, seeded batches: leading dimension batch_size // process_count.
+
+    process_index / process_count default to jax.process_index() / jax.process_count().
+    """
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count or num_workers < 0 or seed < 0:
+        raise ConfigError(
+            "host_batches needs 0 <= process_index < process_count, num_workers >= 0 and "
+            f"seed >= 0 (config.seed); got {process_index}, {process_count}, {num_workers}, {seed}"
+        )
+    local = local_batch_size(batch_size, process_count)
+    batches = local_batches(source, local, seed, process_index, process_count)
+    fingerprint = {
+        "seed": int(seed),
+        "global_batch_size": int(batch_size),
+        "num_examples": len(source),
+    }
+    return HostBatchIterator(batches, fingerprint, num_workers)

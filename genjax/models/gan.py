@@ -1,0 +1,113 @@
+"""GAN generators and discriminators (flax.linen); they know nothing of training.
+
+Generators map z (B, z_dim) to x (B, *data_shape), float32: images NHWC in [-1, 1] (tanh),
+points unsquashed. Discriminators map x to float32 logits (B,). Every module computes in
+`dtype` (params stay float32) and averages BatchNorm statistics over `axis_name`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from genjax.models.layers import DownConv2x, UpConv2x, batch_norm, dcgan_init, square_levels
+
+
+class MLPGenerator(nn.Module):
+    """z -> `depth` x Dense(hidden) + LeakyReLU -> x (Goodfellow et al. 2014; toy MLPs).
+
+    `negative_slope=0` is ReLU; `squash` applies tanh so images land in [-1, 1].
+    """
+
+    data_shape: tuple[int, ...]
+    hidden: int = 128
+    depth: int = 1
+    negative_slope: float = 0.01
+    squash: bool = True
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, z, train: bool):
+        h = z
+        for _ in range(self.depth):
+            h = nn.leaky_relu(nn.Dense(self.hidden, dtype=self.dtype)(h), self.negative_slope)
+        x = nn.Dense(math.prod(self.data_shape), dtype=self.dtype)(h).astype(jnp.float32)
+        x = jnp.tanh(x) if self.squash else x
+        return x.reshape((z.shape[0], *self.data_shape))
+
+
+class MLPDiscriminator(nn.Module):
+    """x -> flatten -> `depth` x Dense(hidden) + LeakyReLU -> one logit per example."""
+
+    hidden: int = 128
+    depth: int = 1
+    negative_slope: float = 0.01
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        h = x.reshape((x.shape[0], -1))
+        for _ in range(self.depth):
+            h = nn.leaky_relu(nn.Dense(self.hidden, dtype=self.dtype)(h), self.negative_slope)
+        return nn.Dense(1, dtype=self.dtype)(h)[:, 0].astype(jnp.float32)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN generator (Radford et al. 2016, fig. 1): dense to s0 x s0, then n 2x upsamplings.
+
+    Channels halve from features * 2**(n-1) at s0 x s0; BatchNorm + ReLU after every layer
+    but the last, which goes to the image's channels with tanh.
+    """
+
+    data_shape: tuple[int, int, int]
+    features: int = 64
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, z, train: bool):
+        side, _, channels = self.data_shape
+        s0, n = square_levels(side)
+        width = self.features * 2 ** (n - 1)
+        h = nn.Dense(s0 * s0 * width, dtype=self.dtype, kernel_init=dcgan_init)(z)
+        h = h.reshape((z.shape[0], s0, s0, width))
+        h = nn.relu(batch_norm(train, self.axis_name, self.dtype)(h))
+        for i in range(1, n):
+            h = UpConv2x(width // 2**i, dtype=self.dtype, kernel_init=dcgan_init)(h)
+            h = nn.relu(batch_norm(train, self.axis_name, self.dtype)(h))
+        h = UpConv2x(channels, dtype=self.dtype, kernel_init=dcgan_init)(h)
+        return jnp.tanh(h.astype(jnp.float32))
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN discriminator (Radford et al. 2016): n stride-2 convs, LeakyReLU 0.2, one logit.
+
+    Channels double from `features`; `d_norm` ('batch' | 'layer' | 'none') normalises every
+    conv but the first ('layer' is the BatchNorm-free critic of Gulrajani et al. 2017, sec. 4).
+    """
+
+    features: int = 64
+    d_norm: str = "batch"
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if self.d_norm not in ("batch", "layer", "none"):
+            raise ValueError(f"d_norm={self.d_norm!r}; valid: batch, layer, none")
+        _, n = square_levels(x.shape[1])
+        h = x
+        for i in range(n):
+            h = DownConv2x(self.features * 2**i, dtype=self.dtype, kernel_init=dcgan_init)(h)
+            if i > 0 and self.d_norm == "batch":
+                h = batch_norm(train, self.axis_name, self.dtype)(h)
+            elif i > 0 and self.d_norm == "layer":
+                h = nn.LayerNorm(reduction_axes=(-3, -2, -1), dtype=self.dtype)(h)
+            h = nn.leaky_relu(h, 0.2)
+        h = h.reshape((x.shape[0], -1))
+        return nn.Dense(1, dtype=self.dtype, kernel_init=dcgan_init)(h)[:, 0].astype(jnp.float32)

@@ -1,0 +1,180 @@
+"""Training objectives as pure functions of logits and arrays, in float32.
+
+Adversarial losses come in discriminator/generator pairs (StudioGAN style), penalties beside
+them; the VAE terms are per example so callers choose how to reduce. Logits enter through
+`log_sigmoid` / `softplus`, never `log(sigmoid(.))`, so they stay finite at any magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _f32(*arrays):
+    return tuple(jnp.asarray(a, jnp.float32) for a in arrays)
+
+
+def _sum_per_example(x):
+    """Sums every axis but the first (the batch)."""
+    return jnp.sum(x, axis=tuple(range(1, x.ndim)))
+
+
+# --- Adversarial losses --------------------------------------------------------------------
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """-E[log D(x)] - E[log(1 - D(G(z)))], D = sigmoid(logits) (Goodfellow et al. 2014, eq. 1).
+
+    -log sigmoid(l) = softplus(-l) and -log(1 - sigmoid(l)) = softplus(l).
+    """
+    real_logits, fake_logits = _f32(real_logits, fake_logits)
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def generator_loss_nonsaturating(fake_logits):
+    """-E[log D(G(z))]: the non-saturating generator loss (Goodfellow et al. 2014, sec. 3)."""
+    (fake_logits,) = _f32(fake_logits)
+    return jnp.mean(-jax.nn.log_sigmoid(fake_logits))
+
+
+def generator_loss_minimax(fake_logits):
+    """E[log(1 - D(G(z)))]: the generator's side of the minimax game (Goodfellow 2014, eq. 1)."""
+    (fake_logits,) = _f32(fake_logits)
+    return jnp.mean(jax.nn.log_sigmoid(-fake_logits))
+
+
+def hinge_discriminator_loss(real_logits, fake_logits):
+    """E[relu(1 - D(x))] + E[relu(1 + D(G(z)))] (Lim & Ye 2017; Miyato et al. 2018)."""
+    real_logits, fake_logits = _f32(real_logits, fake_logits)
+    return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def hinge_generator_loss(fake_logits):
+    """-E[D(G(z))]: the hinge GAN's generator loss (Lim & Ye 2017; Miyato et al. 2018)."""
+    (fake_logits,) = _f32(fake_logits)
+    return -jnp.mean(fake_logits)
+
+
+def wasserstein_critic_loss(real_logits, fake_logits):
+    """E[f(G(z))] - E[f(x)]: the negated Wasserstein-1 estimate (Arjovsky et al. 2017, sec. 3)."""
+    real_logits, fake_logits = _f32(real_logits, fake_logits)
+    return jnp.mean(fake_logits) - jnp.mean(real_logits)
+
+
+def wasserstein_generator_loss(fake_logits):
+    """-E[f(G(z))]: the WGAN generator loss (Arjovsky et al. 2017, algorithm 1)."""
+    (fake_logits,) = _f32(fake_logits)
+    return -jnp.mean(fake_logits)
+
+
+def gradient_penalty(critic_fn: Callable, real, fake, key, weight: float = 10.0):
+    """weight * E[(||grad f(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani 2017, eq. 3).
+
+    x_hat = eps * real + (1 - eps) * fake with one eps ~ U[0, 1] per example, drawn from the
+    PRNG `key`, or `key` is eps itself: floats (B,), so a data-parallel step can draw them
+    for the global batch. `critic_fn` maps x (B, ...) -> logits (B,) with examples independent
+    (no batch statistics). The norm adds 1e-12 under the root: finite gradients at zero.
+    """
+    real, fake = _f32(real, fake)
+    batch, ones = real.shape[0], (1,) * (real.ndim - 1)
+    eps = key if jnp.issubdtype(key.dtype, jnp.floating) else jax.random.uniform(key, (batch,))
+    eps = jnp.asarray(eps, jnp.float32).reshape((batch, *ones))
+    x_hat = eps * real + (1.0 - eps) * fake
+    grads = jax.grad(lambda x: jnp.sum(jnp.asarray(critic_fn(x), jnp.float32)))(x_hat)
+    norms = jnp.sqrt(_sum_per_example(jnp.square(grads)) + 1e-12)
+    return weight * jnp.mean(jnp.square(norms - 1.0))
+
+
+ADVERSARIAL_LOSSES: dict[str, tuple[Callable, Callable]] = {
+    "nonsaturating": (discriminator_loss, generator_loss_nonsaturating),
+    "minimax": (discriminator_loss, generator_loss_minimax),
+    "hinge": (hinge_discriminator_loss, hinge_generator_loss),
+    "wgan_gp": (wasserstein_critic_loss, wasserstein_generator_loss),  # + gradient_penalty
+}
+
+
+# --- VAE ------------------------------------------------------------------------------------
+
+
+def gaussian_kl(mean, logvar):
+    """KL(N(mean, exp(logvar)) || N(0, I)) per example (Kingma & Welling 2013, appendix B).
+
+    = 1/2 sum_j (exp(logvar_j) + mean_j^2 - 1 - logvar_j), summed over the latent dims.
+    """
+    mean, logvar = _f32(mean, logvar)
+    return 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar, axis=-1)
+
+
+def bernoulli_log_likelihood(logits, x):
+    """log Bernoulli(x; sigmoid(logits)) summed per example; x in [0, 1] (Kingma 2013, C.1).
+
+    x log sigmoid(l) + (1 - x) log sigmoid(-l): exact for binary x, the usual
+    cross-entropy for grey levels.
+    """
+    logits, x = _f32(logits, x)
+    per_pixel = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+    return _sum_per_example(per_pixel)
+
+
+def gaussian_log_likelihood(out, x):
+    """log N(x; mean, exp(log_std)^2) summed per example (Kingma & Welling 2013, C.2).
+
+    `out` is the decoder output (B, H, W, 2C): channels [:C] the mean, [C:] the log-std.
+    """
+    out, x = _f32(out, x)
+    channels = x.shape[-1]
+    if out.shape[-1] != 2 * channels:
+        raise ValueError(f"gaussian decoder output needs {2 * channels} channels, got {out.shape}")
+    mean, log_std = out[..., :channels], out[..., channels:]
+    z = (x - mean) * jnp.exp(-log_std)
+    return _sum_per_example(-0.5 * jnp.square(z) - log_std - 0.5 * LOG_2PI)
+
+
+LOG_LIKELIHOODS = {"bernoulli": bernoulli_log_likelihood, "gaussian": gaussian_log_likelihood}
+
+
+def log_likelihood(out, x, likelihood: str):
+    """log p(x|z) per example from the decoder output, by likelihood name."""
+    if likelihood not in LOG_LIKELIHOODS:
+        raise ValueError(f"likelihood={likelihood!r}; valid: {', '.join(LOG_LIKELIHOODS)}")
+    return LOG_LIKELIHOODS[likelihood](out, x)
+
+
+def negative_elbo(decoder_out, x, mean, logvar, *, likelihood: str = "bernoulli", beta=1.0):
+    """-ELBO = -log p(x|z) + beta * KL(q(z|x) || p(z)) per example (Kingma & Welling 2013, eq. 10).
+
+    The KL is analytic; z is the one reparameterised sample that produced `decoder_out`;
+    beta != 1 is the beta-VAE (Higgins et al. 2017). Returns (negative ELBO, -log p(x|z), KL),
+    each (B,).
+    """
+    reconstruction = -log_likelihood(decoder_out, x, likelihood)
+    kl = gaussian_kl(mean, logvar)
+    return reconstruction + beta * kl, reconstruction, kl
+
+
+def _diagonal_gaussian_log_density(z, mean, logvar):
+    """log N(z; mean, diag(exp(logvar))), summed over the last axis."""
+    return -0.5 * jnp.sum(LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar), axis=-1)
+
+
+def log_importance_weights(decoder_out, x, z, mean, logvar, *, likelihood: str):
+    """log p(x|z) + log N(z; 0, I) - log q(z|x) per example: the log weight of one z ~ q(z|x).
+
+    Its expectation under q is the ELBO; its log-mean-exp over k draws is the IWAE bound.
+    """
+    z, mean, logvar = _f32(z, mean, logvar)
+    log_prior = _diagonal_gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
+    log_posterior = _diagonal_gaussian_log_density(z, mean, logvar)
+    return log_likelihood(decoder_out, x, likelihood) + log_prior - log_posterior
+
+
+def iwae_bound(log_weights):
+    """log (1/k) sum_i w_i per example, from log weights (k, B) (Burda et al. 2016, sec. 3)."""
+    (log_weights,) = _f32(log_weights)
+    return jax.nn.logsumexp(log_weights, axis=0) - math.log(log_weights.shape[0])

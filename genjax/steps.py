@@ -1,0 +1,266 @@
+"""Per-device train steps `(state, batch, key) -> (state, metrics)`, one per family.
+
+Steps know nothing of files or flags. They are written pmap style: gradients,
+losses and BatchNorm statistics are averaged over the 'data' axis, and per-example
+noise is drawn for the global batch and sliced (genjax.parallel), so a step on N
+devices equals a step on one device with the whole batch.
+
+A batch holds `R` real batches of `b` local examples, shape (R, b, ...): R is
+`gan.n_critic` for GANs (a fresh real batch per critic update, as in Gulrajani et
+al. 2017, Algorithm 1) and 1 for VAEs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax import lax
+
+from genjax import objectives
+from genjax.parallel import AXIS, per_example_noise
+
+
+@struct.dataclass
+class GANState:
+    step: jax.Array
+    g_params: Any
+    d_params: Any
+    g_stats: Any
+    d_stats: Any
+    g_opt_state: Any
+    d_opt_state: Any
+
+
+@struct.dataclass
+class VAEState:
+    step: jax.Array
+    params: Any  # {'encoder': ..., 'decoder': ...}
+    batch_stats: Any
+    opt_state: Any
+
+
+def to_model_input(batch: dict, family: str) -> jax.Array:
+    """uint8 images -> [-1, 1] (GANs) or [0, 1] (VAEs), float32; 2-D points as they are."""
+    if "point" in batch:
+        return batch["point"].astype(jnp.float32)
+    x = batch["image"].astype(jnp.float32)
+    return x / 127.5 - 1.0 if family == "gan" else x / 255.0
+
+
+def _variables(params, stats) -> dict:
+    return {"params": params, "batch_stats": stats}
+
+
+def _apply_train(module: nn.Module, params, stats, x):
+    """Applies a module in train mode; returns (output, updated batch stats)."""
+    out, updates = module.apply(_variables(params, stats), x, train=True, mutable=["batch_stats"])
+    return out, updates.get("batch_stats", stats)
+
+
+def _init(module: nn.Module, key, x) -> tuple[Any, Any]:
+    variables = module.init(key, x, train=False)
+    return variables["params"], variables.get("batch_stats", {})
+
+
+def _adam(config, lr: float) -> optax.GradientTransformation:
+    return optax.adam(lr, b1=config.optim.b1, b2=config.optim.b2)
+
+
+# --------------------------------------------------------------------------- GAN
+
+
+def gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """(generator, discriminator) optimisers: Adam, D at `optim.d_lr` when set."""
+    d_lr = config.optim.d_lr or config.optim.lr
+    return _adam(config, config.optim.lr), _adam(config, d_lr)
+
+
+def init_gan_state(config, models, data_shape, key) -> GANState:
+    generator, discriminator = models
+    g_tx, d_tx = gan_optimizers(config)
+    g_key, d_key = jax.random.split(key)
+    g_params, g_stats = _init(generator, g_key, jnp.zeros((1, config.model.z_dim)))
+    d_params, d_stats = _init(discriminator, d_key, jnp.zeros((1, *data_shape)))
+    return GANState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_params,
+        d_params=d_params,
+        g_stats=g_stats,
+        d_stats=d_stats,
+        g_opt_state=g_tx.init(g_params),
+        d_opt_state=d_tx.init(d_params),
+    )
+
+
+def make_gan_step(config, models) -> Callable:
+    """One GAN step: `n_critic` discriminator updates, then one generator update."""
+    generator, discriminator = models
+    g_tx, d_tx = gan_optimizers(config)
+    d_loss_fn, g_loss_fn = objectives.ADVERSARIAL_LOSSES[config.gan.loss]
+    use_penalty = config.gan.loss == "wgan_gp"
+    z_dim = config.model.z_dim
+
+    def latents(key, b):
+        return per_example_noise(jax.random.normal, key, (b, z_dim))
+
+    def discriminator_update(state: GANState, real, key):
+        z_key, gp_key = jax.random.split(key)
+        b = real.shape[0]
+        fake, g_stats = _apply_train(
+            generator, state.g_params, state.g_stats, latents(z_key, b)
+        )
+        fake = lax.stop_gradient(fake)
+
+        def loss_fn(d_params):
+            real_logits, stats = _apply_train(discriminator, d_params, state.d_stats, real)
+            fake_logits, stats = _apply_train(discriminator, d_params, stats, fake)
+            loss = d_loss_fn(real_logits, fake_logits)
+            penalty = jnp.zeros(())
+            if use_penalty:
+                eps = per_example_noise(jax.random.uniform, gp_key, (b,))
+                critic = lambda x: _apply_train(discriminator, d_params, stats, x)[0]  # noqa: E731
+                penalty = objectives.gradient_penalty(
+                    critic, real, fake, eps, weight=config.gan.gp_weight
+                )
+            return loss + penalty, (stats, loss, penalty, real_logits, fake_logits)
+
+        grads, (d_stats, loss, penalty, real_logits, fake_logits) = jax.grad(
+            loss_fn, has_aux=True
+        )(state.d_params)
+        grads = lax.pmean(grads, AXIS)
+        updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
+        state = state.replace(
+            d_params=optax.apply_updates(state.d_params, updates),
+            d_stats=d_stats,
+            d_opt_state=d_opt_state,
+            g_stats=g_stats,
+        )
+        metrics = {
+            "d_loss": loss,
+            "gradient_penalty": penalty,
+            "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+            "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+        }
+        return state, metrics
+
+    def generator_update(state: GANState, key, b):
+        z = latents(key, b)
+
+        def loss_fn(g_params):
+            fake, g_stats = _apply_train(generator, g_params, state.g_stats, z)
+            fake_logits, d_stats = _apply_train(
+                discriminator, state.d_params, state.d_stats, fake
+            )
+            return g_loss_fn(fake_logits), (g_stats, d_stats)
+
+        (loss, (g_stats, d_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.g_params
+        )
+        grads = lax.pmean(grads, AXIS)
+        updates, g_opt_state = g_tx.update(grads, state.g_opt_state, state.g_params)
+        state = state.replace(
+            g_params=optax.apply_updates(state.g_params, updates),
+            g_stats=g_stats,
+            d_stats=d_stats,
+            g_opt_state=g_opt_state,
+        )
+        return state, {"g_loss": loss}
+
+    def step(state: GANState, batch: dict, key) -> tuple[GANState, dict]:
+        reals = to_model_input(batch, "gan")  # (n_critic, b, ...)
+        d_keys = jax.random.split(jax.random.fold_in(key, 0), config.gan.n_critic)
+
+        def critic_body(state, inputs):
+            real, k = inputs
+            return discriminator_update(state, real, k)
+
+        state, d_metrics = lax.scan(critic_body, state, (reals, d_keys))
+        state, g_metrics = generator_update(state, jax.random.fold_in(key, 1), reals.shape[1])
+        metrics = {k: v[-1] for k, v in d_metrics.items()} | g_metrics
+        return state.replace(step=state.step + 1), lax.pmean(metrics, AXIS)
+
+    return step
+
+
+# --------------------------------------------------------------------------- VAE
+
+
+def vae_optimizer(config) -> optax.GradientTransformation:
+    return _adam(config, config.optim.lr)
+
+
+def init_vae_state(config, models, data_shape, key) -> VAEState:
+    encoder, decoder = models
+    e_key, d_key = jax.random.split(key)
+    e_params, e_stats = _init(encoder, e_key, jnp.zeros((1, *data_shape)))
+    d_params, d_stats = _init(decoder, d_key, jnp.zeros((1, config.model.z_dim)))
+    params = {"encoder": e_params, "decoder": d_params}
+    return VAEState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats={"encoder": e_stats, "decoder": d_stats},
+        opt_state=vae_optimizer(config).init(params),
+    )
+
+
+def vae_input(batch: dict, config, key) -> jax.Array:
+    """[0, 1] images, dynamically binarised (a fresh Bernoulli draw per step) when asked."""
+    x = to_model_input(batch, "vae")
+    if config.vae.binarize and config.vae.likelihood == "bernoulli":
+        u = per_example_noise(jax.random.uniform, key, x.shape)
+        x = (u < x).astype(jnp.float32)
+    return x
+
+
+def make_vae_step(config, models) -> Callable:
+    """One update of the negative ELBO (Kingma & Welling 2013, eq. 10), analytic KL."""
+    encoder, decoder = models
+    tx = vae_optimizer(config)
+
+    def step(state: VAEState, batch: dict, key) -> tuple[VAEState, dict]:
+        bin_key, z_key = jax.random.split(key)
+        x = vae_input({k: v[0] for k, v in batch.items()}, config, bin_key)
+
+        def loss_fn(params):
+            (mean, logvar), e_stats = _apply_train(
+                encoder, params["encoder"], state.batch_stats["encoder"], x
+            )
+            eps = per_example_noise(jax.random.normal, z_key, mean.shape)
+            z = mean + jnp.exp(0.5 * logvar) * eps
+            out, d_stats = _apply_train(
+                decoder, params["decoder"], state.batch_stats["decoder"], z
+            )
+            neg_elbo, recon, kl = objectives.negative_elbo(
+                out, x, mean, logvar, likelihood=config.vae.likelihood, beta=config.vae.beta
+            )
+            stats = {"encoder": e_stats, "decoder": d_stats}
+            metrics = {"loss": neg_elbo.mean(), "recon": recon.mean(), "kl": kl.mean()}
+            return neg_elbo.mean(), (stats, metrics)
+
+        grads, (stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
+        grads = lax.pmean(grads, AXIS)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            batch_stats=stats,
+            opt_state=opt_state,
+        )
+        return state, lax.pmean(metrics, AXIS)
+
+    return step
+
+
+INIT_STATE = {"gan": init_gan_state, "vae": init_vae_state}
+MAKE_STEP = {"gan": make_gan_step, "vae": make_vae_step}
+
+
+def data_per_step(config, family: str) -> int:
+    """Real batches one train step consumes: n_critic for GANs, 1 for VAEs."""
+    return config.gan.n_critic if family == "gan" else 1

@@ -1,0 +1,256 @@
+"""The training loop: state, compiled chunks of steps, logs, samples and checkpoints.
+
+The loop knows nothing of the maths: it asks genjax.experiment for the state and the
+per-device step, runs `steps_per_call` steps per compiled call (`lax.scan`), and
+fetches metrics from the devices only at log steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import jax
+import numpy as np
+from jax import lax
+from tqdm import tqdm
+
+from genjax import experiment as experiment_lib
+from genjax import sampling
+from genjax.checkpoint import Checkpoints
+from genjax.config import ConfigError, validate
+from genjax.data import host_batches, resolve_sources
+from genjax.logs import MetricWriter
+from genjax.parallel import AXIS, DataParallel
+
+log = logging.getLogger(__name__)
+
+# fold_in tags separating the random streams of one training step.
+_DATA_STREAM, _STEP_STREAM = 0, 1
+
+
+def draw_batch(dataset: dict, key, per_step: int, batch_size: int) -> dict:
+    """This device's share of `per_step` global batches drawn (with replacement) on device."""
+    n = next(iter(dataset.values())).shape[0]
+    idx = jax.random.randint(key, (per_step, batch_size), 0, n)
+    local = batch_size // lax.axis_size(AXIS)
+    idx = lax.dynamic_slice_in_dim(idx, lax.axis_index(AXIS) * local, local, axis=1)
+    return {name: array[idx] for name, array in dataset.items()}
+
+
+def make_chunk(step: Callable, length: int, on_device: bool, per_step: int, batch_size: int):
+    """A per-device function running `length` train steps: `(state, data, key) -> (state, m)`.
+
+    `data` is the on-device data set (batches drawn inside) or `length` host batches.
+    The key of step s is `fold_in(key, s)`, so results do not depend on `length`.
+    Metrics are those of the last step.
+    """
+
+    def chunk(state, data, key):
+        def body(state, host_batch):
+            step_key = jax.random.fold_in(key, state.step)
+            if on_device:
+                data_key = jax.random.fold_in(step_key, _DATA_STREAM)
+                batch = draw_batch(data, data_key, per_step, batch_size)
+            else:
+                batch = host_batch
+            return step(state, batch, jax.random.fold_in(step_key, _STEP_STREAM))
+
+        state, metrics = lax.scan(body, state, None if on_device else data, length=length)
+        return state, jax.tree.map(lambda m: m[-1], metrics)
+
+    return chunk
+
+
+def check_workdir(config, workdir: Path) -> None:
+    """ConfigError if `workdir` holds checkpoints of a model this config cannot resume."""
+    saved = workdir / "config.json"
+    checkpoints = workdir / "checkpoints"
+    if not saved.exists() or not checkpoints.exists() or not any(checkpoints.iterdir()):
+        return
+    try:
+        old = experiment_lib.checkpoint_fields(json.loads(saved.read_text()))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"workdir {workdir}: unreadable config.json ({e})") from None
+    new = experiment_lib.checkpoint_fields(json.loads(config.to_json_best_effort()))
+    diff = [k for k in old if old[k] != new[k]]
+    if diff:
+        name = (old.get("model") or {}).get("name")
+        raise ConfigError(
+            f"workdir {workdir} holds checkpoints of another model ({name!r}; differs in "
+            f"{', '.join(diff)}); use a new --workdir, or the config it was trained with"
+        )
+
+
+class Trainer:
+    """Everything one run needs: experiment, devices, data, checkpoints, writers."""
+
+    def __init__(self, config, workdir: str | Path):
+        validate(config)
+        self.config = config
+        self.workdir = Path(workdir)
+        check_workdir(config, self.workdir)
+        self.parallel = DataParallel(config.parallel)
+        if config.batch_size % (self.parallel.num_devices) != 0:
+            raise ConfigError(
+                f"config.batch_size={config.batch_size} is not divisible by the "
+                f"{self.parallel.num_devices} devices; use a multiple of "
+                f"{self.parallel.num_devices}"
+            )
+        self.train_source, self.test_source = resolve_sources(config.data)
+        self.experiment = experiment_lib.build(config, self.train_source.shape)
+        self.is_writer = jax.process_index() == 0
+        self.key = jax.random.PRNGKey(config.seed)
+        self._chunks: dict[int, Callable] = {}
+        self._dataset = None
+        self._iterator = None
+        self._sampler = None
+
+    # ----------------------------------------------------------------- data
+    def _on_device_dataset(self):
+        if self._dataset is None:
+            arrays = self.train_source.to_arrays()
+            arrays = {k: v for k, v in arrays.items() if k in ("image", "point")}
+            size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
+            if size_mb > self.config.data.max_on_device_mb:
+                raise ConfigError(
+                    f"data set {self.config.data.train!r} is {size_mb:.0f} MB, over "
+                    f"data.max_on_device_mb={self.config.data.max_on_device_mb}; set "
+                    "--config.data.on_device=False to stream it from the host"
+                )
+            self._dataset = self.parallel.replicate(arrays)
+        return self._dataset
+
+    def _host_iterator(self):
+        if self._iterator is None:
+            self._iterator = host_batches(
+                self.train_source,
+                batch_size=self.config.batch_size,
+                seed=self.config.seed,
+                num_workers=self.config.data.num_workers,
+            )
+        return self._iterator
+
+    def _data_for(self, length: int):
+        if self.config.data.on_device:
+            return self._on_device_dataset()
+        per_step = self.experiment.data_per_step
+        it = self._host_iterator()
+        batches = [next(it) for _ in range(length * per_step)]
+        stacked = {
+            k: np.stack([b[k] for b in batches]).reshape(length, per_step, *batches[0][k].shape)
+            for k in batches[0]
+            if k in ("image", "point")
+        }
+        return self.parallel.shard_batch(stacked, batch_axis=2)
+
+    # ------------------------------------------------------------- compiled
+    def chunk(self, length: int) -> Callable:
+        """The compiled call running `length` steps (compiled once per length)."""
+        if length not in self._chunks:
+            fn = make_chunk(
+                self.experiment.step(),
+                length,
+                self.config.data.on_device,
+                self.experiment.data_per_step,
+                self.config.batch_size,
+            )
+            compiled = self.parallel.compile(
+                fn, data_sharded=not self.config.data.on_device, batch_axis=2
+            )
+            self._chunks[length] = compiled
+        return self._chunks[length]
+
+    def initial_state(self):
+        return self.experiment.init_state(jax.random.fold_in(self.key, 1))
+
+    # -------------------------------------------------------------- samples
+    def sample_picture(self, state):
+        """The picture logged every sample_every steps: a grid, or a scatter over real data."""
+        if self._sampler is None:
+            c = self.config
+            self._sampler = jax.jit(partial(
+                sampling.samples, self.experiment.models, num=c.num_samples,
+                z_dim=c.model.z_dim, likelihood=c.vae.likelihood,
+            ))
+        x = np.asarray(self._sampler(state, jax.random.fold_in(self.key, 2)))
+        if self.train_source.kind == "point":
+            return sampling.scatter_plot(x, self.test_source.to_arrays()["point"][:2000])
+        return sampling.image_grid(sampling.to_uint8(x))
+
+    # ----------------------------------------------------------------- loop
+    def run(self):
+        """Trains to num_steps, resuming from the newest checkpoint in the workdir."""
+        c = self.config
+        template = self.initial_state()
+        checkpoints = Checkpoints(self.workdir / "checkpoints", keep=c.keep_checkpoints)
+        try:
+            restored = checkpoints.restore_latest(template)
+        except Exception as e:  # noqa: BLE001
+            raise ConfigError(
+                f"workdir {self.workdir}: its checkpoints do not restore into this model "
+                f"({type(e).__name__}); use a new --workdir"
+            ) from None
+        state, data_state = template, {}
+        if restored is not None:
+            step, state, data_state = restored
+            log.info("resumed from step %d", step)
+        if not c.data.on_device and data_state:
+            self._host_iterator().set_state(data_state)
+        step = int(state.step)
+        if self.is_writer:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / "config.json").write_text(c.to_json_best_effort(indent=2) + "\n")
+        writer = MetricWriter(self.workdir) if self.is_writer else None
+        state = self.parallel.replicate(state)
+        train_key = jax.random.fold_in(self.key, 0)
+
+        def until(every):
+            return every - step % every if every else c.num_steps
+
+        bar = tqdm(total=c.num_steps, initial=step, unit="step", disable=not self.is_writer,
+                   dynamic_ncols=True, mininterval=1.0)
+        last_time, last_step = time.perf_counter(), step
+        try:
+            while step < c.num_steps:
+                length = min(
+                    c.steps_per_call,
+                    c.num_steps - step,
+                    until(c.log_every),
+                    until(c.sample_every),
+                    until(c.checkpoint_every),
+                )
+                state, metrics = self.chunk(length)(state, self._data_for(length), train_key)
+                step += length
+                bar.update(length)
+                at = lambda every: every and step % every == 0  # noqa: E731
+                if at(c.log_every) or step == c.num_steps:
+                    values = {k: float(v) for k, v in jax.device_get(
+                        self.parallel.unreplicate(metrics)).items()}
+                    now = time.perf_counter()
+                    values["steps_per_sec"] = (step - last_step) / (now - last_time)
+                    last_time, last_step = now, step
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
+                    if writer:
+                        writer.scalars(step, values)
+                host_state = self.parallel.unreplicate(state)
+                if writer and (at(c.sample_every) or step == c.num_steps):
+                    writer.picture(step, self.sample_picture(host_state))
+                if at(c.checkpoint_every) or step == c.num_steps:
+                    data_state = None if c.data.on_device else self._host_iterator().get_state()
+                    checkpoints.save(step, host_state, data_state)
+        finally:
+            bar.close()
+            checkpoints.close()
+            if writer:
+                writer.close()
+        return self.parallel.unreplicate(state)
+
+
+def train_and_evaluate(config, workdir: str | Path):
+    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state."""
+    return Trainer(config, workdir).run()

