@@ -18,8 +18,9 @@ flags.DEFINE_string("workdir", None, "a directory train.py has written")
 flags.DEFINE_string("out", None, "output file: .png (a picture) or .npz (raw samples)")
 flags.DEFINE_integer("num", 64, "number of samples (pairs for reconstruct)", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "random seed for the latents")
-flags.DEFINE_enum("mode", "samples", ["samples", "interpolate", "reconstruct", "scatter"],
-                  "what to draw")
+flags.DEFINE_enum(
+    "mode", "samples", ["samples", "interpolate", "reconstruct", "scatter"], "what to draw"
+)
 flags.mark_flags_as_required(["workdir", "out"])
 
 

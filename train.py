@@ -17,9 +17,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; flags are --config, --workdir, --config.KEY=V")
+    config = cli.config_from_flags("config")
     from genjax.train import train_and_evaluate
 
-    cli.run_or_exit(lambda: train_and_evaluate(FLAGS.config, FLAGS.workdir))
+    cli.run_or_exit(lambda: train_and_evaluate(config, FLAGS.workdir))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """DCGAN (Radford et al. 2016) on the embedded MNIST digits (28x28x1).
 
-    python train.py --config configs/dcgan_mnist.py --workdir runs/dcgan_mnist
+python train.py --config configs/dcgan_mnist.py --workdir runs/dcgan_mnist
 """
 
 from genjax.config import base_config

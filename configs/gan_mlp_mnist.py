@@ -1,6 +1,6 @@
 """The original MLP GAN (Goodfellow et al. 2014) on the embedded MNIST digits.
 
-    python train.py --config configs/gan_mlp_mnist.py --workdir runs/gan_mlp_mnist
+python train.py --config configs/gan_mlp_mnist.py --workdir runs/gan_mlp_mnist
 """
 
 from genjax.config import base_config

@@ -1,6 +1,6 @@
 """A GAN on PacGAN's ring of 8 Gaussians (2-D, sigma 0.01 on the unit circle).
 
-    python train.py --config configs/gan_ring8.py --workdir runs/gan_ring8
+python train.py --config configs/gan_ring8.py --workdir runs/gan_ring8
 """
 
 from genjax.config import base_config

@@ -1,6 +1,6 @@
 """A convolutional VAE on the embedded MNIST digits, dynamically binarised.
 
-    python train.py --config configs/vae_conv_mnist.py --workdir runs/vae_conv_mnist
+python train.py --config configs/vae_conv_mnist.py --workdir runs/vae_conv_mnist
 """
 
 from configs import vae_mlp_mnist

@@ -1,6 +1,6 @@
 """The MLP VAE (Kingma & Welling 2013) on the embedded MNIST digits, dynamically binarised.
 
-    python train.py --config configs/vae_mlp_mnist.py --workdir runs/vae_mlp_mnist
+python train.py --config configs/vae_mlp_mnist.py --workdir runs/vae_mlp_mnist
 """
 
 from genjax.config import base_config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from absl import flags
 
@@ -28,6 +29,18 @@ def parse_flags(argv: list[str]) -> list[str]:
     except (ValueError, TypeError, KeyError, AttributeError, OSError, SyntaxError) as e:
         # ml_collections raises these for a bad --config file or --config.KEY override.
         fail(f"{type(e).__name__}: {e}")
+
+
+def config_from_flags(name: str = "config"):
+    """The ConfigDict of a config_flags flag (loaded lazily by absl); bad files exit 2."""
+    path = flags.FLAGS[name].config_filename if name in flags.FLAGS else None
+    if path and not Path(path.split(":")[0]).is_file():
+        known = sorted(p.name for p in Path("configs").glob("*.py") if not p.stem.startswith("_"))
+        fail(f"--{name} {path}: no such file; configs/ holds {', '.join(known) or 'nothing'}")
+    try:
+        return getattr(flags.FLAGS, name)
+    except Exception as e:  # noqa: BLE001 - any failure to load a user's config file
+        fail(f"--{name} {path}: cannot load it ({type(e).__name__}: {e})")
 
 
 def run_or_exit(fn: Callable[[], object]) -> None:

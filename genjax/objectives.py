@@ -73,18 +73,16 @@ def wasserstein_generator_loss(fake_logits):
     return -jnp.mean(fake_logits)
 
 
-def gradient_penalty(critic_fn: Callable, real, fake, key, weight: float = 10.0):
+def gradient_penalty(critic_fn: Callable, real, fake, eps, weight: float = 10.0):
     """weight * E[(||grad f(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani 2017, eq. 3).
 
-    x_hat = eps * real + (1 - eps) * fake with one eps ~ U[0, 1] per example, drawn from the
-    PRNG `key`, or `key` is eps itself: floats (B,), so a data-parallel step can draw them
-    for the global batch. `critic_fn` maps x (B, ...) -> logits (B,) with examples independent
-    (no batch statistics). The norm adds 1e-12 under the root: finite gradients at zero.
+    x_hat = eps * real + (1 - eps) * fake, with `eps` (B,) ~ U[0, 1] one per example, given
+    by the caller so a data-parallel step can draw them for the global batch. `critic_fn`
+    maps x (B, ...) -> logits (B,) with examples independent (no batch statistics). The
+    norm adds 1e-12 under the root so its gradient stays finite at zero.
     """
     real, fake = _f32(real, fake)
-    batch, ones = real.shape[0], (1,) * (real.ndim - 1)
-    eps = key if jnp.issubdtype(key.dtype, jnp.floating) else jax.random.uniform(key, (batch,))
-    eps = jnp.asarray(eps, jnp.float32).reshape((batch, *ones))
+    eps = jnp.asarray(eps, jnp.float32).reshape((real.shape[0],) + (1,) * (real.ndim - 1))
     x_hat = eps * real + (1.0 - eps) * fake
     grads = jax.grad(lambda x: jnp.sum(jnp.asarray(critic_fn(x), jnp.float32)))(x_hat)
     norms = jnp.sqrt(_sum_per_example(jnp.square(grads)) + 1e-12)

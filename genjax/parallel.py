@@ -84,9 +84,7 @@ class DataParallel:
             return jax.tree.map(split, local)
         spec = P(*([None] * batch_axis), AXIS)
         sharding = self._sharding(spec)
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(sharding, x), local
-        )
+        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
 
     def compile(self, fn: Callable, data_sharded: bool, batch_axis: int = 0) -> Callable:
         """`fn(state, data, key) -> (state, metrics)` run on every device, compiled.

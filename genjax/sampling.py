@@ -46,7 +46,9 @@ def samples(models, state, key, num: int, z_dim: int, likelihood: str = "bernoul
     return decode(models, state, z, likelihood)
 
 
-def interpolations(models, state, key, rows: int, z_dim: int, steps: int = 8, likelihood="bernoulli"):
+def interpolations(
+    models, state, key, rows: int, z_dim: int, steps: int = 8, likelihood="bernoulli"
+):
     """`rows` straight lines in latent space, `steps` points each, row-major."""
     a_key, b_key = jax.random.split(key)
     a = jax.random.normal(a_key, (rows, 1, z_dim))
@@ -81,7 +83,9 @@ def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 2) -> 
     return Image.fromarray(grid[..., 0] if c == 1 else grid)
 
 
-def scatter_plot(points: np.ndarray, real: np.ndarray | None = None, size: int = 512) -> Image.Image:
+def scatter_plot(
+    points: np.ndarray, real: np.ndarray | None = None, size: int = 512
+) -> Image.Image:
     """Generated 2-D points (blue) over real data (grey), on a square canvas."""
     points = np.asarray(points, np.float64)
     both = points if real is None else np.concatenate([points, real])
@@ -130,16 +134,15 @@ def write_samples(workdir, out, num: int = 64, seed: int = 0, mode: str = "sampl
 
     columns = None
     if mode in ("samples", "scatter"):
-        x = jax.jit(partial(samples, exp.models, num=num, z_dim=z_dim,
-                            likelihood=likelihood))(state, key)
+        x = jax.jit(partial(samples, exp.models, num=num, z_dim=z_dim, likelihood=likelihood))(
+            state, key
+        )
     elif mode == "interpolate":
         rows, columns = max(1, num // 8), 8
         x = interpolations(exp.models, state, key, rows, z_dim, columns, likelihood)
     else:
         images = run.test_source.to_arrays()["image"][:num]
-        x, columns = reconstructions(exp.models, state, images, likelihood), 2 * min(
-            8, len(images)
-        )
+        x, columns = reconstructions(exp.models, state, images, likelihood), 2 * min(8, len(images))
     x = np.asarray(x)
     if out.suffix == ".npz":
         np.savez(out, samples=x if points else to_uint8(x))

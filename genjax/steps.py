@@ -112,9 +112,7 @@ def make_gan_step(config, models) -> Callable:
     def discriminator_update(state: GANState, real, key):
         z_key, gp_key = jax.random.split(key)
         b = real.shape[0]
-        fake, g_stats = _apply_train(
-            generator, state.g_params, state.g_stats, latents(z_key, b)
-        )
+        fake, g_stats = _apply_train(generator, state.g_params, state.g_stats, latents(z_key, b))
         fake = lax.stop_gradient(fake)
 
         def loss_fn(d_params):
@@ -130,9 +128,9 @@ def make_gan_step(config, models) -> Callable:
                 )
             return loss + penalty, (stats, loss, penalty, real_logits, fake_logits)
 
-        grads, (d_stats, loss, penalty, real_logits, fake_logits) = jax.grad(
-            loss_fn, has_aux=True
-        )(state.d_params)
+        grads, (d_stats, loss, penalty, real_logits, fake_logits) = jax.grad(loss_fn, has_aux=True)(
+            state.d_params
+        )
         grads = lax.pmean(grads, AXIS)
         updates, d_opt_state = d_tx.update(grads, state.d_opt_state, state.d_params)
         state = state.replace(
@@ -154,9 +152,7 @@ def make_gan_step(config, models) -> Callable:
 
         def loss_fn(g_params):
             fake, g_stats = _apply_train(generator, g_params, state.g_stats, z)
-            fake_logits, d_stats = _apply_train(
-                discriminator, state.d_params, state.d_stats, fake
-            )
+            fake_logits, d_stats = _apply_train(discriminator, state.d_params, state.d_stats, fake)
             return g_loss_fn(fake_logits), (g_stats, d_stats)
 
         (loss, (g_stats, d_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -233,9 +229,7 @@ def make_vae_step(config, models) -> Callable:
             )
             eps = per_example_noise(jax.random.normal, z_key, mean.shape)
             z = mean + jnp.exp(0.5 * logvar) * eps
-            out, d_stats = _apply_train(
-                decoder, params["decoder"], state.batch_stats["decoder"], z
-            )
+            out, d_stats = _apply_train(decoder, params["decoder"], state.batch_stats["decoder"], z)
             neg_elbo, recon, kl = objectives.negative_elbo(
                 out, x, mean, logvar, likelihood=config.vae.likelihood, beta=config.vae.beta
             )

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 _DATA_STREAM, _STEP_STREAM = 0, 1
 
 
+def _due(step: int, every: int) -> bool:
+    """Whether an event that happens every `every` steps (0 = never) is due at `step`."""
+    return every > 0 and step % every == 0
+
+
 def draw_batch(dataset: dict, key, per_step: int, batch_size: int) -> dict:
     """This device's share of `per_step` global batches drawn (with replacement) on device."""
     n = next(iter(dataset.values())).shape[0]
@@ -173,10 +178,15 @@ class Trainer:
         """The picture logged every sample_every steps: a grid, or a scatter over real data."""
         if self._sampler is None:
             c = self.config
-            self._sampler = jax.jit(partial(
-                sampling.samples, self.experiment.models, num=c.num_samples,
-                z_dim=c.model.z_dim, likelihood=c.vae.likelihood,
-            ))
+            self._sampler = jax.jit(
+                partial(
+                    sampling.samples,
+                    self.experiment.models,
+                    num=c.num_samples,
+                    z_dim=c.model.z_dim,
+                    likelihood=c.vae.likelihood,
+                )
+            )
         x = np.asarray(self._sampler(state, jax.random.fold_in(self.key, 2)))
         if self.train_source.kind == "point":
             return sampling.scatter_plot(x, self.test_source.to_arrays()["point"][:2000])
@@ -212,8 +222,14 @@ class Trainer:
         def until(every):
             return every - step % every if every else c.num_steps
 
-        bar = tqdm(total=c.num_steps, initial=step, unit="step", disable=not self.is_writer,
-                   dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(
+            total=c.num_steps,
+            initial=step,
+            unit="step",
+            disable=not self.is_writer,
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
         last_time, last_step = time.perf_counter(), step
         try:
             while step < c.num_steps:
@@ -227,10 +243,11 @@ class Trainer:
                 state, metrics = self.chunk(length)(state, self._data_for(length), train_key)
                 step += length
                 bar.update(length)
-                at = lambda every: every and step % every == 0  # noqa: E731
-                if at(c.log_every) or step == c.num_steps:
-                    values = {k: float(v) for k, v in jax.device_get(
-                        self.parallel.unreplicate(metrics)).items()}
+                if _due(step, c.log_every) or step == c.num_steps:
+                    values = {
+                        k: float(v)
+                        for k, v in jax.device_get(self.parallel.unreplicate(metrics)).items()
+                    }
                     now = time.perf_counter()
                     values["steps_per_sec"] = (step - last_step) / (now - last_time)
                     last_time, last_step = now, step
@@ -238,9 +255,9 @@ class Trainer:
                     if writer:
                         writer.scalars(step, values)
                 host_state = self.parallel.unreplicate(state)
-                if writer and (at(c.sample_every) or step == c.num_steps):
+                if writer and (_due(step, c.sample_every) or step == c.num_steps):
                     writer.picture(step, self.sample_picture(host_state))
-                if at(c.checkpoint_every) or step == c.num_steps:
+                if _due(step, c.checkpoint_every) or step == c.num_steps:
                     data_state = None if c.data.on_device else self._host_iterator().get_state()
                     checkpoints.save(step, host_state, data_state)
         finally:

@@ -55,9 +55,17 @@ def final_params(config, devices, mode, on_device, dataset):
 
 def max_violation(a, b, rtol=1e-5, atol=1e-6):
     """max over leaves of |a - b| / (atol + rtol |b|): <= 1 means allclose holds."""
-    leaves = jax.tree.leaves(jax.tree.map(
-        lambda x, y: np.max(np.abs(np.asarray(x, np.float64) - y) / (atol + rtol * np.abs(y)))
-        if np.size(x) else 0.0, a, b))
+    leaves = jax.tree.leaves(
+        jax.tree.map(
+            lambda x, y: (
+                np.max(np.abs(np.asarray(x, np.float64) - y) / (atol + rtol * np.abs(y)))
+                if np.size(x)
+                else 0.0
+            ),
+            a,
+            b,
+        )
+    )
     return float(max(leaves))
 
 
@@ -76,9 +84,12 @@ def main():
                 report[name] = {
                     "violation": max_violation(got, ref),
                     "steps": int(got.step),
-                    "moved": max_violation(ref, jax.device_get(
-                        experiment.build(config, (28, 28, 1)).init_state(jax.random.PRNGKey(0))
-                    )),
+                    "moved": max_violation(
+                        ref,
+                        jax.device_get(
+                            experiment.build(config, (28, 28, 1)).init_state(jax.random.PRNGKey(0))
+                        ),
+                    ),
                     "metrics_violation": max_violation(got_m, ref_m, rtol=1e-4, atol=1e-5),
                 }
     json.dump(report, sys.stdout)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
 
 
@@ -31,8 +30,15 @@ def assert_user_error(result, *words):
 def ring_workdir(tmp_path_factory):
     """A small trained ring8 GAN."""
     workdir = tmp_path_factory.mktemp("ring") / "run"
-    r = run_cli("train.py", "--config", "configs/gan_ring8.py", "--workdir", workdir,
-                "--config.num_steps=100", "--config.checkpoint_every=50")
+    r = run_cli(
+        "train.py",
+        "--config",
+        "configs/gan_ring8.py",
+        "--workdir",
+        workdir,
+        "--config.num_steps=100",
+        "--config.checkpoint_every=50",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return workdir
 
@@ -68,29 +74,52 @@ def test_train_rejects_bad_input(tmp_path, case):
 
 def test_workdir_of_another_model_is_refused_and_left_as_it_was(ring_workdir):
     before = snapshot(ring_workdir)
-    r = run_cli("train.py", "--config", "configs/dcgan_mnist.py", "--workdir", ring_workdir,
-                "--config.num_steps=1")
+    r = run_cli(
+        "train.py",
+        "--config",
+        "configs/dcgan_mnist.py",
+        "--workdir",
+        ring_workdir,
+        "--config.num_steps=1",
+    )
     assert_user_error(r, str(ring_workdir), "toy_mlp")
     assert snapshot(ring_workdir) == before
 
 
 def test_batch_not_divisible_by_device_count(tmp_path):
-    r = run_cli(*TRAIN, "--workdir", tmp_path / "run", "--config.batch_size=3",
-                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    r = run_cli(
+        *TRAIN,
+        "--workdir",
+        tmp_path / "run",
+        "--config.batch_size=3",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     assert_user_error(r, "batch_size=3", "2 devices")
 
 
 def test_image_size_the_model_cannot_take(tmp_path):
-    r = run_cli("train.py", "--config", "configs/dcgan_mnist.py", "--workdir", tmp_path / "run",
-                "--config.data.image_size=30")
+    r = run_cli(
+        "train.py",
+        "--config",
+        "configs/dcgan_mnist.py",
+        "--workdir",
+        tmp_path / "run",
+        "--config.data.image_size=30",
+    )
     assert_user_error(r, "30")
 
 
 def test_corrupt_npz(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"this is not a zip file")
-    r = run_cli("train.py", "--config", "configs/vae_mlp_mnist.py", "--workdir", tmp_path / "run",
-                f"--config.data.train=npz:{bad}")
+    r = run_cli(
+        "train.py",
+        "--config",
+        "configs/vae_mlp_mnist.py",
+        "--workdir",
+        tmp_path / "run",
+        f"--config.data.train=npz:{bad}",
+    )
     assert_user_error(r, str(bad))
 
 
@@ -104,8 +133,10 @@ def test_sample_rejects_bad_input(ring_workdir, tmp_path):
         (["--workdir", tmp_path / "empty", "--out", tmp_path / "a.png"], ["config.json"]),
         (["--workdir", ring_workdir, "--out", tmp_path / "a.gif"], [".gif", ".png"]),
         (["--workdir", ring_workdir, "--out", tmp_path / "no" / "a.png"], ["no such directory"]),
-        (["--workdir", ring_workdir, "--out", tmp_path / "a.png", "--mode", "reconstruct"],
-         ["vae"]),
+        (
+            ["--workdir", ring_workdir, "--out", tmp_path / "a.png", "--mode", "reconstruct"],
+            ["vae"],
+        ),
         (["--workdir", ring_workdir, "--out", tmp_path / "a.png", "--mode", "dream"], ["mode"]),
         (["--workdir", ring_workdir, "--out", tmp_path / "a.png", "--num", "0"], ["num"]),
     ]
@@ -121,8 +152,17 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     with Image.open(tmp_path / "s.png") as image:
         assert image.format == "PNG" and image.size == (512, 512)
-    r = run_cli("sample.py", "--workdir", ring_workdir, "--out", tmp_path / "s.npz", "--num",
-                "300", "--seed", "4")
+    r = run_cli(
+        "sample.py",
+        "--workdir",
+        ring_workdir,
+        "--out",
+        tmp_path / "s.npz",
+        "--num",
+        "300",
+        "--seed",
+        "4",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     points = np.load(tmp_path / "s.npz")["samples"]
     assert points.shape == (300, 2) and points.dtype == np.float32

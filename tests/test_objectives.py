@@ -93,10 +93,10 @@ def test_losses_are_float32_for_bfloat16_logits():
 # --- Gradient penalty ----------------------------------------------------------------------
 
 
-def penalty(critic, real, fake, key, weight=10.0):
+def penalty(critic, real, fake, eps, weight=10.0):
     """gradient_penalty, compiled once rather than dispatched op by op (faster on XLA:CPU)."""
     compiled = jax.jit(lambda *args: objectives.gradient_penalty(critic, *args))
-    return compiled(real, fake, key, weight)
+    return compiled(real, fake, eps, weight)
 
 
 def test_gradient_penalty_closed_form_quadratic_critic():
@@ -106,7 +106,7 @@ def test_gradient_penalty_closed_form_quadratic_critic():
     x = rng.normal(size=(3, 4, 4, 2)).astype(np.float32)
     critic = lambda v: jnp.sum(w * v**2, axis=(1, 2, 3))  # noqa: E731
     norms = np.sqrt(np.sum((2 * w * x).astype(np.float64) ** 2, axis=(1, 2, 3)))
-    got = penalty(critic, x, x, jax.random.key(0), weight=3.0)
+    got = penalty(critic, x, x, np.full(3, 0.3, np.float32), weight=3.0)
     close(got, 3.0 * np.mean((norms - 1) ** 2), 1e-5)
 
 
@@ -116,7 +116,7 @@ def test_gradient_penalty_linear_critic_any_interpolate():
     rng = np.random.default_rng(1)
     real, fake = rng.normal(size=(2, 5, 4, 4, 2)).astype(np.float32)
     critic = lambda v: jnp.sum(w * v, axis=(1, 2, 3))  # noqa: E731
-    got = penalty(critic, real, fake, jax.random.key(1))
+    got = penalty(critic, real, fake, jax.random.uniform(jax.random.key(1), (5,)))
     close(got, 10.0 * (2 * math.sqrt(2) - 1) ** 2, 1e-5)
 
 
@@ -127,7 +127,7 @@ def test_gradient_penalty_differentiates_through_the_critic_parameters():
     got = jax.jit(
         jax.grad(
             lambda w: objectives.gradient_penalty(
-                lambda v: jnp.sum(w * v, axis=(1, 2)), real, fake, jax.random.key(0)
+                lambda v: jnp.sum(w * v, axis=(1, 2)), real, fake, jnp.full((4,), 0.5)
             )
         )
     )(w)
@@ -135,19 +135,9 @@ def test_gradient_penalty_differentiates_through_the_critic_parameters():
     close(got, 20 * (norm - 1) * w / norm, 1e-5)
 
 
-def test_gradient_penalty_draws_one_uniform_eps_per_example():
+def test_gradient_penalty_interpolates_with_the_given_weights():
     # real = 1, fake = 0 (scalar examples) gives x_hat = eps; f(x) = x^2 / 2 has |grad| = eps,
-    # so the penalty is 10 * mean((eps - 1)^2) -> 10 * E[(1 - U)^2] = 10/3. Standard error:
-    # 10 * std((1 - U)^2) / sqrt(n) = 10 * 0.298 / 141 = 0.021; tolerance 0.1 (~5 s.e.).
-    n = 20_000
-    critic = lambda v: 0.5 * v[:, 0] ** 2  # noqa: E731
-    real, fake = jnp.ones((n, 1)), jnp.zeros((n, 1))
-    got = penalty(critic, real, fake, jax.random.key(2))
-    assert abs(float(got) - 10.0 / 3.0) < 0.1
-
-
-def test_gradient_penalty_accepts_given_interpolation_weights():
-    # As above with eps given: the penalty is exactly 10 * mean((eps - 1)^2).
+    # so the penalty is exactly 10 * mean((eps - 1)^2).
     eps = np.array([0.0, 0.25, 0.5, 1.0], np.float32)
     critic = lambda v: 0.5 * v[:, 0] ** 2  # noqa: E731
     got = penalty(critic, np.ones((4, 1), np.float32), np.zeros((4, 1), np.float32), eps)
@@ -166,7 +156,7 @@ def test_gradient_penalty_matches_finite_differences():
         step[i] = h
         fd[:, i] = (np.tanh((x + step) @ w) @ v - np.tanh((x - step) @ w) @ v) / (2 * h)
     expected = 10.0 * np.mean((np.linalg.norm(fd, axis=1) - 1) ** 2)
-    got = penalty(critic, x, x, jax.random.key(3))
+    got = penalty(critic, x, x, np.full(6, 0.7, np.float32))
     close(got, expected, 1e-4)
 
 

@@ -23,7 +23,10 @@ def multidevice_report():
     env = dict(os.environ, PYTHONPATH=str(HERE.parent))
     out = subprocess.run(
         [sys.executable, str(HERE / "multidevice_check.py")],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout)
@@ -32,8 +35,7 @@ def multidevice_report():
 @pytest.mark.parametrize("family", ["gan", "vae"])
 @pytest.mark.parametrize("mode", ["shard_map", "pmap"])
 @pytest.mark.parametrize("data", ["on_device", "host"])
-def test_eight_devices_equal_one_device_on_the_whole_batch(multidevice_report, family, mode,
-                                                           data):
+def test_eight_devices_equal_one_device_on_the_whole_batch(multidevice_report, family, mode, data):
     r = multidevice_report[f"{family}/{mode}/{data}"]
     assert r["steps"] == 6
     assert r["moved"] > 100, "training did not change the parameters; the test would be vacuous"
@@ -53,8 +55,9 @@ def _train_ring(steps_per_call: int, num_steps: int = 20):
     c = exp.config
     par = DataParallel("shard_map")
     state = par.replicate(exp.init_state(jax.random.PRNGKey(0)))
-    dataset = par.replicate({"point": np.random.default_rng(0).normal(size=(500, 2)).astype(
-        np.float32)})
+    dataset = par.replicate(
+        {"point": np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)}
+    )
     chunk = par.compile(make_chunk(exp.step(), steps_per_call, True, 1, c.batch_size), False)
     for _ in range(num_steps // steps_per_call):
         state, _ = chunk(state, dataset, jax.random.PRNGKey(3))

@@ -61,7 +61,8 @@ class DCGANGenerator(nn.Module):
     """DCGAN generator (Radford et al. 2016, fig. 1): dense to s0 x s0, then n 2x upsamplings.
 
     Channels halve from features * 2**(n-1) at s0 x s0; BatchNorm + ReLU after every layer
-    but the last, which goes to the image's channels with tanh.
+    but the last, which goes to the image's channels with tanh. Layers before a BatchNorm
+    have no bias (it would cancel).
     """
 
     data_shape: tuple[int, int, int]
@@ -74,11 +75,11 @@ class DCGANGenerator(nn.Module):
         side, _, channels = self.data_shape
         s0, n = square_levels(side)
         width = self.features * 2 ** (n - 1)
-        h = nn.Dense(s0 * s0 * width, dtype=self.dtype, kernel_init=dcgan_init)(z)
+        h = nn.Dense(s0 * s0 * width, use_bias=False, dtype=self.dtype, kernel_init=dcgan_init)(z)
         h = h.reshape((z.shape[0], s0, s0, width))
         h = nn.relu(batch_norm(train, self.axis_name, self.dtype)(h))
         for i in range(1, n):
-            h = UpConv2x(width // 2**i, dtype=self.dtype, kernel_init=dcgan_init)(h)
+            h = UpConv2x(width // 2**i, use_bias=False, dtype=self.dtype, kernel_init=dcgan_init)(h)
             h = nn.relu(batch_norm(train, self.axis_name, self.dtype)(h))
         h = UpConv2x(channels, dtype=self.dtype, kernel_init=dcgan_init)(h)
         return jnp.tanh(h.astype(jnp.float32))
@@ -103,8 +104,15 @@ class DCGANDiscriminator(nn.Module):
         _, n = square_levels(x.shape[1])
         h = x
         for i in range(n):
-            h = DownConv2x(self.features * 2**i, dtype=self.dtype, kernel_init=dcgan_init)(h)
-            if i > 0 and self.d_norm == "batch":
+            batch_normed = i > 0 and self.d_norm == "batch"
+            conv = DownConv2x(
+                self.features * 2**i,
+                use_bias=not batch_normed,
+                dtype=self.dtype,
+                kernel_init=dcgan_init,
+            )
+            h = conv(h)
+            if batch_normed:
                 h = batch_norm(train, self.axis_name, self.dtype)(h)
             elif i > 0 and self.d_norm == "layer":
                 h = nn.LayerNorm(reduction_axes=(-3, -2, -1), dtype=self.dtype)(h)

@@ -44,6 +44,7 @@ class UpConv2x(nn.Module):
     """A 4x4, stride-2 transposed conv: (B, H, W, *) -> (B, 2H, 2W, features) (DCGAN, sec. 3)."""
 
     features: int
+    use_bias: bool = True
     dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
 
@@ -54,6 +55,7 @@ class UpConv2x(nn.Module):
             (4, 4),
             strides=(2, 2),
             padding="SAME",
+            use_bias=self.use_bias,
             dtype=self.dtype,
             kernel_init=sampled_as_matrix(self.kernel_init),
         )(x)
@@ -63,6 +65,7 @@ class DownConv2x(nn.Module):
     """A 4x4, stride-2 conv: (B, H, W, *) -> (B, H/2, W/2, features) (DCGAN, sec. 3)."""
 
     features: int
+    use_bias: bool = True
     dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
 
@@ -73,13 +76,18 @@ class DownConv2x(nn.Module):
             (4, 4),
             strides=(2, 2),
             padding="SAME",
+            use_bias=self.use_bias,
             dtype=self.dtype,
             kernel_init=sampled_as_matrix(self.kernel_init),
         )(x)
 
 
 def batch_norm(train: bool, axis_name: str | None, dtype: Any) -> nn.BatchNorm:
-    """BatchNorm (Ioffe & Szegedy 2015) whose batch statistics are averaged over `axis_name`."""
+    """BatchNorm (Ioffe & Szegedy 2015) whose batch statistics are averaged over `axis_name`.
+
+    The layer before it takes no bias: BatchNorm subtracts it again, so its gradient is
+    rounding noise, which Adam would scale up into full-size, device-count-dependent steps.
+    """
     return nn.BatchNorm(
         use_running_average=not train, momentum=0.9, axis_name=axis_name, dtype=dtype
     )
