@@ -35,6 +35,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3
     c.num_samples = 64  # pictures written every sample_every steps
+    c.eval_every = 0  # run genjax.metrics.evaluate every N steps (0 = off)
+    c.nonfinite = "stop"  # non-finite loss or gradient: 'stop' (exit 3) or 'skip' the update
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.num_samples = 2500  # generated samples for the sample-based metrics
+    c.eval.nll_k = 5000  # importance samples per test example for test_nll
+    c.eval.max_test = 0  # evaluate on the first M test examples (0 = all)
+    c.eval.inception_weights = ""  # local FID Inception weights file; '' = no Inception metrics
+    c.eval.classifier_dir = ""  # cache of the feature classifiers; '' = ~/.cache/genjax
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "toy_mlp"  # see genjax.models.registry.MODELS
@@ -95,6 +104,10 @@ def validate(config) -> None:
         _check(config[key] >= 1, f"config.{key} must be >= 1, got {config[key]}")
     for key in ("log_every", "sample_every", "checkpoint_every"):
         _check(config[key] >= 0, f"config.{key} must be >= 0 (0 = never), got {config[key]}")
+    _check(
+        config.nonfinite in ("stop", "skip"),
+        f"config.nonfinite={config.nonfinite!r}; valid: stop, skip",
+    )
     _check(
         config.parallel in PARALLEL_MODES,
         f"config.parallel={config.parallel!r}; valid: {', '.join(PARALLEL_MODES)}",
