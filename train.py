@@ -1,6 +1,8 @@
 """Trains a GAN or a VAE: python train.py --config configs/NAME.py --workdir DIR [--config.KEY=V].
 
-Rerunning the same command resumes from the newest checkpoint in DIR.
+Rerunning the same command resumes from the newest checkpoint in DIR. Several processes
+(multi-host): add --coordinator_address HOST:PORT --num_processes N --process_id I, or
+nothing on a TPU pod slice / under SLURM, where JAX finds them itself.
 """
 
 from absl import app, flags
@@ -11,6 +13,9 @@ from genjax import cli
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py)")
 flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and samples")
+flags.DEFINE_string("coordinator_address", "", "multi-process: HOST:PORT of process 0")
+flags.DEFINE_integer("num_processes", 0, "multi-process: number of processes", lower_bound=0)
+flags.DEFINE_integer("process_id", -1, "multi-process: this process's index")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -18,9 +23,17 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; flags are --config, --workdir, --config.KEY=V")
     config = cli.config_from_flags("config")
-    from genjax.train import train_and_evaluate
+    from genjax import train
+    from genjax.parallel import initialize_distributed
 
-    cli.run_or_exit(lambda: train_and_evaluate(config, FLAGS.workdir))
+    def run():
+        initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+        try:
+            train.train_and_evaluate(config, FLAGS.workdir)
+        except train.Diverged as e:
+            cli.fail(e, train.DIVERGED_EXIT_CODE)
+
+    cli.run_or_exit(run)
 
 
 if __name__ == "__main__":

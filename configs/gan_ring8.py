@@ -1,6 +1,12 @@
 """A GAN on PacGAN's ring of 8 Gaussians (2-D, sigma 0.01 on the unit circle).
 
 python train.py --config configs/gan_ring8.py --workdir runs/gan_ring8
+
+10,000 steps at Adam 1e-3 (b1 0.5), batch 256. The toy protocol's sample quality (a sample
+within 3 sigma = 0.03 of a mode) needs the learning rate annealed at the end: held constant
+it leaves 41-77% high-quality samples; decayed linearly to 0 over the last half of training it
+gives 8/8 modes and ~96% in 4 of seeds 0-4 (90% in seed 1). That decay is `optim.decay_from`
+(a fraction of num_steps) once genjax.steps supports it; see the comment below.
 """
 
 from genjax.config import base_config
@@ -16,7 +22,8 @@ def get_config():
     c.batch_size = 256
     c.optim.lr = 1e-3
     c.optim.b1 = 0.5
-    c.num_steps = 5000
+    # TODO(lead): c.optim.decay_from = 0.5  # constant lr, then linear to 0 over the last half
+    c.num_steps = 10000
     c.steps_per_call = 50
     c.log_every = 500
     c.sample_every = 1000

@@ -51,10 +51,12 @@ class Checkpoints:
         restored = self.manager.restore(step, args=args)
         return restored["state"], dict(restored["data"] or {})
 
-    def restore_latest(self, template: Any) -> tuple[int, Any, dict] | None:
+    def restore_latest(self, template: Any, set_aside: bool = False):
         """The newest checkpoint that restores, as (step, state, data_state); None if none.
 
-        Raises the last error if checkpoints exist but none restores.
+        A step that does not restore is logged and skipped; with `set_aside` its folder is
+        renamed `<step>.damaged` (kept, not deleted) so that training can write that step
+        again. Raises the last error if checkpoints exist but none restores.
         """
         error = None
         for step in reversed(self.steps()):
@@ -62,11 +64,31 @@ class Checkpoints:
                 state, data_state = self.restore(step, template)
                 return step, state, data_state
             except Exception as e:  # noqa: BLE001 - any failure means "try an older one"
-                log.warning("checkpoint at step %d does not restore, skipped: %s", step, e)
                 error = e
+                reason = " ".join(str(e).split())[:300]
+                where = self._set_aside(step) if set_aside else None
+                log.warning(
+                    "checkpoint at step %d does not restore (%s: %s); skipped%s",
+                    step,
+                    type(e).__name__,
+                    reason,
+                    f", moved to {where}" if where else "",
+                )
         if error is not None:
             raise error
         return None
+
+    def _set_aside(self, step: int) -> Path | None:
+        source = self.directory / str(step)
+        if not source.is_dir():
+            return None
+        target = self.directory / f"{step}.damaged"
+        n = 1
+        while target.exists():
+            target, n = self.directory / f"{step}.damaged{n}", n + 1
+        source.rename(target)
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -119,7 +119,9 @@ def restore(workdir, config=None) -> TrainedRun:
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise config_lib.ConfigError(f"workdir {workdir} has no checkpoints; run train.py first")
-    template = experiment.init_state(jax.random.PRNGKey(0))
+    template = steps.new_train_state(
+        experiment.init_state(jax.random.PRNGKey(0)), experiment.family
+    )
     checkpoints = Checkpoints(directory, read_only=True)
     try:
         restored = checkpoints.restore_latest(template)
@@ -132,4 +134,4 @@ def restore(workdir, config=None) -> TrainedRun:
     if restored is None:
         raise config_lib.ConfigError(f"workdir {workdir} has no checkpoints; run train.py first")
     step, state, _ = restored
-    return TrainedRun(experiment, state, step, train_source, test_source)
+    return TrainedRun(experiment, state.model, step, train_source, test_source)

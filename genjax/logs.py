@@ -12,12 +12,22 @@ from PIL import Image
 class MetricWriter:
     """Appends one JSON object per log step to metrics.jsonl and mirrors it to TensorBoard."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, resume_step: int = 0):
+        """Appends to the workdir's logs; rows past `resume_step` (from a run that stopped
+        after its last checkpoint) are dropped, since the resumed run logs those steps again."""
         from tensorboardX import SummaryWriter
 
         self.workdir = Path(workdir)
-        self.jsonl = open(self.workdir / "metrics.jsonl", "a")  # noqa: SIM115 - closed in close()
-        self.tensorboard = SummaryWriter(logdir=str(self.workdir / "tensorboard"))
+        path = self.workdir / "metrics.jsonl"
+        if path.exists():
+            rows = path.read_text().splitlines(keepends=True)
+            kept = [r for r in rows if r.strip() and _step_of(r) <= resume_step]
+            if len(kept) != len(rows):
+                path.write_text("".join(kept))
+        self.jsonl = open(path, "a")  # noqa: SIM115 - closed in close()
+        self.tensorboard = SummaryWriter(
+            logdir=str(self.workdir / "tensorboard"), purge_step=resume_step + 1
+        )
 
     def scalars(self, step: int, values: dict) -> None:
         row = {"step": int(step)} | {k: float(v) for k, v in values.items()}
@@ -38,3 +48,11 @@ class MetricWriter:
     def close(self) -> None:
         self.jsonl.close()
         self.tensorboard.close()
+
+
+def _step_of(row: str) -> int:
+    """The step of a metrics.jsonl row; a damaged row (a killed write) counts as past all."""
+    try:
+        return int(json.loads(row)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 2**62

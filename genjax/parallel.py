@@ -110,3 +110,25 @@ class DataParallel:
             check_vma=False,
         )
         return jax.jit(mapped, donate_argnums=0)
+
+
+def initialize_distributed(
+    coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
+) -> None:
+    """Joins a multi-process JAX job (DESIGN.md, fact 3), or does nothing for one process.
+
+    Explicit flags win; otherwise `jax.distributed.initialize()` detects the cluster on
+    TPU pod slices and under SLURM with several tasks.
+    """
+    import os
+
+    if coordinator_address or num_processes > 1:
+        jax.distributed.initialize(
+            coordinator_address=coordinator_address or None,
+            num_processes=num_processes or None,
+            process_id=process_id if process_id >= 0 else None,
+        )
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get(
+        "TPU_WORKER_HOSTNAMES", ""
+    ):
+        jax.distributed.initialize()

@@ -252,9 +252,74 @@ def make_vae_step(config, models) -> Callable:
 
 
 INIT_STATE = {"gan": init_gan_state, "vae": init_vae_state}
+# The metrics each family's step returns (checked when a step is traced).
+METRICS = {
+    "gan": ("d_fake", "d_loss", "d_real", "g_loss", "gradient_penalty"),
+    "vae": ("kl", "loss", "recon"),
+}
 MAKE_STEP = {"gan": make_gan_step, "vae": make_vae_step}
 
 
 def data_per_step(config, family: str) -> int:
     """Real batches one train step consumes: n_critic for GANs, 1 for VAEs."""
     return config.gan.n_critic if family == "gan" else 1
+
+
+# ------------------------------------------------------------ non-finite guard
+
+
+@struct.dataclass
+class TrainState:
+    """The model's state plus the loop's guard against non-finite updates."""
+
+    model: Any  # GANState | VAEState
+    skipped: jax.Array  # updates skipped because a loss or gradient was not finite
+    nonfinite_step: jax.Array  # the first such step, -1 if none
+    nonfinite_values: jax.Array  # the metrics (METRICS order) at that step
+
+
+def new_train_state(model_state, family: str) -> TrainState:
+    return TrainState(
+        model=model_state,
+        skipped=jnp.zeros((), jnp.int32),
+        nonfinite_step=jnp.full((), -1, jnp.int32),
+        nonfinite_values=jnp.zeros((len(METRICS[family]),), jnp.float32),
+    )
+
+
+def _all_finite(tree) -> jax.Array:
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def guard_nonfinite(step: Callable, family: str, mode: str) -> Callable:
+    """Wraps a model step: an update whose losses or new state are not finite is not applied.
+
+    'skip' drops that update and counts it (vdvae's remedy); 'stop' also freezes the state
+    from then on, so the last good state is what remains, and records the step and its
+    metrics for the loop to report. A NaN/Inf gradient always reaches the new params
+    through Adam, so checking the new state covers the gradients.
+    """
+    names = METRICS[family]
+
+    def guarded(ts: TrainState, batch, key):
+        model, metrics = step(ts.model, batch, key)
+        assert tuple(sorted(metrics)) == names, (sorted(metrics), names)
+        finite = _all_finite((metrics, model))
+        ok = finite & (ts.nonfinite_step < 0) if mode == "stop" else finite
+        kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), model, ts.model)
+        first = ~finite & (ts.nonfinite_step < 0)
+        values = jnp.stack([jnp.asarray(metrics[k], jnp.float32) for k in names])
+        ts = TrainState(
+            model=kept.replace(step=model.step),
+            skipped=ts.skipped + (~ok).astype(jnp.int32),
+            nonfinite_step=jnp.where(first, ts.model.step, ts.nonfinite_step),
+            nonfinite_values=jnp.where(first, values, ts.nonfinite_values),
+        )
+        return ts, metrics | {"skipped_updates": ts.skipped}
+
+    return guarded

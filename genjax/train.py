@@ -2,13 +2,16 @@
 
 The loop knows nothing of the maths: it asks genjax.experiment for the state and the
 per-device step, runs `steps_per_call` steps per compiled call (`lax.scan`), and
-fetches metrics from the devices only at log steps.
+fetches anything from the devices only at log, sample and checkpoint steps (the calls
+in between run under `jax.transfer_guard_device_to_host('disallow')`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable
 from functools import partial
@@ -26,11 +29,17 @@ from genjax.config import ConfigError, validate
 from genjax.data import host_batches, resolve_sources
 from genjax.logs import MetricWriter
 from genjax.parallel import AXIS, DataParallel
+from genjax.steps import METRICS, TrainState, guard_nonfinite, new_train_state
 
 log = logging.getLogger(__name__)
 
 # fold_in tags separating the random streams of one training step.
 _DATA_STREAM, _STEP_STREAM = 0, 1
+DIVERGED_EXIT_CODE = 3
+
+
+class Diverged(Exception):
+    """A non-finite loss or gradient under config.nonfinite='stop' (train.py exits 3)."""
 
 
 def _due(step: int, every: int) -> bool:
@@ -52,12 +61,13 @@ def make_chunk(step: Callable, length: int, on_device: bool, per_step: int, batc
 
     `data` is the on-device data set (batches drawn inside) or `length` host batches.
     The key of step s is `fold_in(key, s)`, so results do not depend on `length`.
-    Metrics are those of the last step.
+    Metrics are those of the last step. `state` is a model state or a TrainState.
     """
 
     def chunk(state, data, key):
         def body(state, host_batch):
-            step_key = jax.random.fold_in(key, state.step)
+            model = state.model if isinstance(state, TrainState) else state
+            step_key = jax.random.fold_in(key, model.step)
             if on_device:
                 data_key = jax.random.fold_in(step_key, _DATA_STREAM)
                 batch = draw_batch(data, data_key, per_step, batch_size)
@@ -89,6 +99,33 @@ def check_workdir(config, workdir: Path) -> None:
             f"workdir {workdir} holds checkpoints of another model ({name!r}; differs in "
             f"{', '.join(diff)}); use a new --workdir, or the config it was trained with"
         )
+
+
+class Preemption:
+    """Notices SIGTERM (single process) or JAX's preemption sync point (several processes)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        with contextlib.suppress(ValueError):  # not the main thread: no handler
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 class Trainer:
@@ -155,10 +192,13 @@ class Trainer:
 
     # ------------------------------------------------------------- compiled
     def chunk(self, length: int) -> Callable:
-        """The compiled call running `length` steps (compiled once per length)."""
+        """The compiled call running `length` guarded steps (compiled once per length)."""
         if length not in self._chunks:
+            step = guard_nonfinite(
+                self.experiment.step(), self.experiment.family, self.config.nonfinite
+            )
             fn = make_chunk(
-                self.experiment.step(),
+                step,
                 length,
                 self.config.data.on_device,
                 self.experiment.data_per_step,
@@ -170,11 +210,12 @@ class Trainer:
             self._chunks[length] = compiled
         return self._chunks[length]
 
-    def initial_state(self):
-        return self.experiment.init_state(jax.random.fold_in(self.key, 1))
+    def initial_state(self) -> TrainState:
+        model = self.experiment.init_state(jax.random.fold_in(self.key, 1))
+        return new_train_state(model, self.experiment.family)
 
     # -------------------------------------------------------------- samples
-    def sample_picture(self, state):
+    def sample_picture(self, model_state):
         """The picture logged every sample_every steps: a grid, or a scatter over real data."""
         if self._sampler is None:
             c = self.config
@@ -187,37 +228,65 @@ class Trainer:
                     likelihood=c.vae.likelihood,
                 )
             )
-        x = np.asarray(self._sampler(state, jax.random.fold_in(self.key, 2)))
+        x = np.asarray(self._sampler(model_state, jax.random.fold_in(self.key, 2)))
         if self.train_source.kind == "point":
             return sampling.scatter_plot(x, self.test_source.to_arrays()["point"][:2000])
         return sampling.image_grid(sampling.to_uint8(x))
 
+    def _check_finite(self, state: TrainState) -> None:
+        """Raises Diverged (nonfinite='stop') once a non-finite step has been recorded."""
+        if self.config.nonfinite != "stop":
+            return
+        bad_step = int(jax.device_get(state.nonfinite_step))
+        if bad_step >= 0:
+            values = jax.device_get(state.nonfinite_values)
+            shown = ", ".join(
+                f"{k}={v:.4g}" for k, v in zip(METRICS[self.experiment.family], values, strict=True)
+            )
+            raise Diverged(
+                f"non-finite loss or gradient at step {bad_step + 1} ({shown}); the newest "
+                f"checkpoint in {self.workdir / 'checkpoints'} is the last good one; lower "
+                "optim.lr or set --config.nonfinite=skip"
+            )
+
     # ----------------------------------------------------------------- loop
-    def run(self):
-        """Trains to num_steps, resuming from the newest checkpoint in the workdir."""
-        c = self.config
-        template = self.initial_state()
-        checkpoints = Checkpoints(self.workdir / "checkpoints", keep=c.keep_checkpoints)
+    def _restore(self, checkpoints: Checkpoints, template: TrainState):
         try:
-            restored = checkpoints.restore_latest(template)
+            restored = checkpoints.restore_latest(template, set_aside=self.is_writer)
         except Exception as e:  # noqa: BLE001
             raise ConfigError(
                 f"workdir {self.workdir}: its checkpoints do not restore into this model "
                 f"({type(e).__name__}); use a new --workdir"
             ) from None
-        state, data_state = template, {}
-        if restored is not None:
-            step, state, data_state = restored
-            log.info("resumed from step %d", step)
+        if restored is None:
+            return template, {}
+        step, state, data_state = restored
+        log.info("resumed from step %d", step)
+        return state, data_state
+
+    def run(self):
+        """Trains to num_steps, resuming from the newest checkpoint in the workdir.
+
+        Returns the final model state (GANState | VAEState). On SIGTERM it saves a
+        checkpoint at the current step and returns early.
+        """
+        c = self.config
+        checkpoints = Checkpoints(self.workdir / "checkpoints", keep=c.keep_checkpoints)
+        state, data_state = self._restore(checkpoints, self.initial_state())
         if not c.data.on_device and data_state:
             self._host_iterator().set_state(data_state)
-        step = int(state.step)
+        step = int(state.model.step)
         if self.is_writer:
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / "config.json").write_text(c.to_json_best_effort(indent=2) + "\n")
-        writer = MetricWriter(self.workdir) if self.is_writer else None
+        writer = MetricWriter(self.workdir, resume_step=step) if self.is_writer else None
         state = self.parallel.replicate(state)
         train_key = jax.random.fold_in(self.key, 0)
+
+        def save(step, state):
+            self._check_finite(state)
+            data_state = None if c.data.on_device else self._host_iterator().get_state()
+            checkpoints.save(step, state, data_state)
 
         def until(every):
             return every - step % every if every else c.num_steps
@@ -232,40 +301,46 @@ class Trainer:
         )
         last_time, last_step = time.perf_counter(), step
         try:
-            while step < c.num_steps:
-                length = min(
-                    c.steps_per_call,
-                    c.num_steps - step,
-                    until(c.log_every),
-                    until(c.sample_every),
-                    until(c.checkpoint_every),
-                )
-                state, metrics = self.chunk(length)(state, self._data_for(length), train_key)
-                step += length
-                bar.update(length)
-                if _due(step, c.log_every) or step == c.num_steps:
-                    values = {
-                        k: float(v)
-                        for k, v in jax.device_get(self.parallel.unreplicate(metrics)).items()
-                    }
-                    now = time.perf_counter()
-                    values["steps_per_sec"] = (step - last_step) / (now - last_time)
-                    last_time, last_step = now, step
-                    bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
-                    if writer:
-                        writer.scalars(step, values)
-                host_state = self.parallel.unreplicate(state)
-                if writer and (_due(step, c.sample_every) or step == c.num_steps):
-                    writer.picture(step, self.sample_picture(host_state))
-                if _due(step, c.checkpoint_every) or step == c.num_steps:
-                    data_state = None if c.data.on_device else self._host_iterator().get_state()
-                    checkpoints.save(step, host_state, data_state)
+            with Preemption() as preemption:
+                while step < c.num_steps:
+                    length = min(
+                        c.steps_per_call,
+                        c.num_steps - step,
+                        until(c.log_every),
+                        until(c.sample_every),
+                        until(c.checkpoint_every),
+                    )
+                    data = self._data_for(length)
+                    with jax.transfer_guard_device_to_host("disallow"):
+                        state, metrics = self.chunk(length)(state, data, train_key)
+                    step += length
+                    bar.update(length)
+                    final = step == c.num_steps
+                    host_state = self.parallel.unreplicate(state)  # lazy: pmap slices on use
+                    if _due(step, c.log_every) or final:
+                        values = jax.device_get(self.parallel.unreplicate(metrics))
+                        values = {k: float(v) for k, v in values.items()}
+                        now = time.perf_counter()
+                        values["steps_per_sec"] = (step - last_step) / (now - last_time)
+                        last_time, last_step = now, step
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
+                        if writer:
+                            writer.scalars(step, values)
+                        self._check_finite(host_state)
+                    if writer and (_due(step, c.sample_every) or final):
+                        writer.picture(step, self.sample_picture(host_state.model))
+                    if _due(step, c.checkpoint_every) or final:
+                        save(step, host_state)
+                    if preemption.reached(step):
+                        save(step, host_state)
+                        log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
+                        break
         finally:
             bar.close()
             checkpoints.close()
             if writer:
                 writer.close()
-        return self.parallel.unreplicate(state)
+        return self.parallel.unreplicate(state).model
 
 
 def train_and_evaluate(config, workdir: str | Path):

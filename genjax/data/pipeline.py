@@ -1,12 +1,13 @@
 """Host batches with grain: shuffled, endless, sharded by JAX process, exactly resumable.
 
-The global stream is grain's index shuffle of the whole data set, reshuffled each epoch.
-Process p of P reads stream positions p, p + P, p + 2P, ... and batches them
-`batch_size // P` at a time, so local batch j of every process together make global batch j
-(positions j*B .. (j+1)*B - 1): the same global batches whatever the process count, and
-processes never read the same example within an epoch. Batches are index arrays gathered by
-`Source.take` (one numpy gather per batch for in-memory sources), prefetched by grain threads,
-or by grain worker processes when num_workers > 0.
+The global stream is grain's index shuffle of the whole data set, reshuffled each epoch,
+cut into global batches of B positions. Process p of P reads rows p*b .. (p+1)*b - 1 of
+every global batch (b = B // P), so the processes' local batches, laid side by side in
+process order (as jax.make_array_from_process_local_data does), are exactly the global batch
+a single process would read: the same examples in the same rows, whatever the process
+count. Batches are index arrays gathered by `Source.take` (one numpy gather per batch for
+in-memory sources), prefetched by grain threads, or by grain worker processes when
+num_workers > 0.
 
 Resume: `get_state()` is {'next_batch': j, ...}; `set_state` restarts the grain pipeline at
 batch j (a slice of the batched MapDataset), which also works with worker processes and after
@@ -34,9 +35,10 @@ def shuffled_stream(num_examples: int, seed: int) -> grain.MapDataset:
 def local_batches(
     source: Source, local_batch_size: int, seed: int, process_index: int, process_count: int
 ) -> grain.MapDataset:
-    """Process `process_index`'s endless batches: its strided share of the shuffled stream."""
-    shard = shuffled_stream(len(source), seed)[process_index::process_count]
-    return shard.batch(local_batch_size).map(source.take)
+    """Process `process_index`'s endless batches: its rows of each global batch."""
+    first = process_index * local_batch_size
+    global_batches = shuffled_stream(len(source), seed).batch(local_batch_size * process_count)
+    return global_batches.map(lambda idx: idx[first : first + local_batch_size]).map(source.take)
 
 
 def local_batch_size(batch_size: int, process_count: int) -> int:

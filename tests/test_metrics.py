@@ -1,0 +1,339 @@
+"""Quality metrics against independent computations: scipy, brute-force loops, closed forms."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from scipy.stats import multivariate_normal
+
+from genjax.config import ConfigError
+from genjax.data import MIXTURES
+from genjax.metrics import classes, classifier, features, inception, nll, toy
+
+
+def gaussian_features(seed, n, d=4, shift=0.0):
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(d, d))
+    return rng.normal(size=(n, d)) @ mixing + shift
+
+
+# --- Fréchet distance -----------------------------------------------------------------------
+
+
+def frechet_with_sqrtm(x, y):
+    """Heusel et al. (2017), eq. 6, as pytorch-fid computes it (scipy.linalg.sqrtm)."""
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    s_x, s_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    root = scipy.linalg.sqrtm(s_x @ s_y).real
+    return np.sum((mu_x - mu_y) ** 2) + np.trace(s_x + s_y - 2 * root)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_frechet_distance_matches_the_sqrtm_formula(seed):
+    x = gaussian_features(seed, 60)
+    y = gaussian_features(seed + 10, 50, shift=0.5)
+    assert features.frechet_distance(x, y) == pytest.approx(frechet_with_sqrtm(x, y), rel=1e-7)
+
+
+def test_frechet_distance_of_a_set_with_itself_is_zero():
+    x = gaussian_features(3, 40)
+    assert abs(features.frechet_distance(x, x)) < 1e-9
+
+
+# --- KID ------------------------------------------------------------------------------------
+
+
+def mmd2_loops(x, y):
+    """The unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3, by explicit double loops."""
+    m, d = x.shape
+    k = lambda a, b: (float(np.dot(a, b)) / d + 1.0) ** 3  # noqa: E731
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j)
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
+    return (xx + yy) / (m * (m - 1)) - 2 * xy / (m * m)
+
+
+def test_mmd2_matches_a_double_loop():
+    x, y = gaussian_features(0, 9, 3), gaussian_features(1, 9, 3, shift=0.3)
+    assert features.mmd2_unbiased(x, y) == pytest.approx(mmd2_loops(x, y), rel=1e-10)
+
+
+def test_kid_with_subsets_as_large_as_the_sets_is_the_full_estimate():
+    # Every subset is then a permutation of a whole set, and MMD^2 does not see order.
+    x, y = gaussian_features(2, 8, 3), gaussian_features(3, 8, 3, shift=1.0)
+    mean, std = features.kernel_distance(x, y, num_subsets=4, subset_size=1000)
+    assert mean == pytest.approx(mmd2_loops(x, y), rel=1e-10)
+    assert std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_kid_subsets_are_drawn_from_each_set_without_replacement():
+    x, y = gaussian_features(4, 30, 3), gaussian_features(5, 12, 3)
+    rng = np.random.default_rng(7)
+    expected = []
+    for _ in range(5):
+        xs = x[rng.choice(30, 12, replace=False)]
+        ys = y[rng.choice(12, 12, replace=False)]
+        expected.append(mmd2_loops(xs, ys))
+    mean, _ = features.kernel_distance(x, y, num_subsets=5, subset_size=1000, seed=7)
+    assert mean == pytest.approx(np.mean(expected), rel=1e-10)
+
+
+# --- precision, recall, density, coverage ---------------------------------------------------
+
+
+def kth_neighbour_radius(points, i, k):
+    distances = sorted(np.linalg.norm(points[i] - points[j]) for j in range(len(points)) if j != i)
+    return distances[k - 1]
+
+
+def in_manifold(point, centres, k):
+    return any(
+        np.linalg.norm(point - centres[i]) <= kth_neighbour_radius(centres, i, k)
+        for i in range(len(centres))
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_precision_recall_match_brute_force(seed):
+    real = gaussian_features(seed, 25, 3)
+    fake = gaussian_features(seed + 5, 20, 3, shift=0.7)
+    precision = np.mean([in_manifold(f, real, 3) for f in fake])
+    recall = np.mean([in_manifold(r, fake, 3) for r in real])
+    assert features.precision_recall(real, fake, k=3) == pytest.approx((precision, recall))
+    assert 0 < precision < 1 and 0 < recall < 1  # the case is not trivial
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_density_coverage_match_brute_force(seed):
+    real = gaussian_features(seed, 25, 3)
+    fake = gaussian_features(seed + 5, 20, 3, shift=0.7)
+    k = 5
+    radii = [kth_neighbour_radius(real, i, k) for i in range(len(real))]
+    inside = [
+        [np.linalg.norm(f - r) <= rad for r, rad in zip(real, radii, strict=True)] for f in fake
+    ]
+    density = sum(map(sum, inside)) / (k * len(fake))
+    coverage = np.mean([any(row[i] for row in inside) for i in range(len(real))])
+    assert features.density_coverage(real, fake, k=k) == pytest.approx((density, coverage))
+
+
+def test_radii_blocks_agree_with_one_block(monkeypatch):
+    x = gaussian_features(9, 23, 3)
+    whole = features.knn_radii(x, 3)
+    monkeypatch.setattr(features, "BLOCK", 5)
+    np.testing.assert_allclose(features.knn_radii(x, 3), whole, rtol=1e-12)
+
+
+def test_feature_metrics_names_and_small_sets():
+    real, fake = gaussian_features(0, 30), gaussian_features(1, 30)
+    names = set(features.feature_metrics(real, fake, "s"))
+    assert names == {f"{m}_s" for m in ("fd", "kid", "precision", "recall", "density", "coverage")}
+    assert set(features.feature_metrics(real[:5], fake, "s")) == {
+        "fd_s",
+        "kid_s",
+        "precision_s",
+        "recall_s",
+    }
+
+
+# --- 2-D mixtures ---------------------------------------------------------------------------
+
+
+def test_mode_metrics_on_hand_built_samples():
+    means, std = MIXTURES["ring8"]
+    one_mode = means[3] + std * np.random.default_rng(0).normal(size=(100, 2)) * 0.5
+    assert toy.mode_metrics(one_mode, means, std)["modes"] == 1
+    assert toy.mode_metrics(one_mode, means, std)["reverse_kl"] == pytest.approx(math.log(8))
+
+    every = toy.mode_metrics(np.repeat(means, 5, axis=0), means, std)
+    assert every == {"modes": 8, "hq_fraction": 1.0, "reverse_kl": pytest.approx(0.0, abs=1e-12)}
+
+    far = toy.mode_metrics(np.full((50, 2), 10.0), means, std)
+    assert far["hq_fraction"] == 0 and far["modes"] == 0 and math.isnan(far["reverse_kl"])
+
+
+def test_mode_metrics_threshold_and_mixed_samples():
+    means, std = MIXTURES["grid25"]
+    offset = np.array([[std * 2.9, 0.0], [0.0, std * 3.1]])
+    points = np.concatenate([means[:2] + offset, means[[5, 5]]])  # hq: 1 of 2, then 2
+    got = toy.mode_metrics(points, means, std)
+    assert got["hq_fraction"] == 0.75 and got["modes"] == 2
+    p = np.array([1 / 3, 2 / 3])  # high-quality points: one at mode 0, two at mode 5
+    assert got["reverse_kl"] == pytest.approx(np.sum(p * np.log(p * 25)))
+
+
+def test_class_metrics_hand_values():
+    got = classes.class_metrics(np.array([0, 0, 1, 1]), np.array([0, 1, 2, 3]), 4)
+    assert got["classes_covered"] == 2
+    assert got["class_kl"] == pytest.approx(math.log(2))  # 0.5 log(0.5 / 0.25), twice
+    assert classes.class_metrics(np.arange(4), np.arange(4), 4)["class_kl"] == pytest.approx(0)
+
+
+# --- importance-sampled log-likelihood ------------------------------------------------------
+
+
+def linear_gaussian(seed=0, d=5, z=2, sigma=0.5):
+    """p(z) = N(0, I), p(x|z) = N(Wz + b, sigma^2 I): p(x) = N(b, W W^T + sigma^2 I)."""
+    rng = np.random.default_rng(seed)
+    w, b = rng.normal(size=(d, z)), rng.normal(size=d)
+    cov = w @ w.T + sigma**2 * np.eye(d)
+    x = rng.multivariate_normal(b, cov, size=6).astype(np.float32)
+    exact = multivariate_normal(b, cov).logpdf(x)
+    posterior_cov = np.linalg.inv(np.eye(z) + w.T @ w / sigma**2)
+    params = {k: jnp.asarray(v, jnp.float32) for k, v in (("w", w), ("b", b))}
+    params["var"] = jnp.asarray(np.diag(posterior_cov) * 1.5, jnp.float32)  # q: diagonal, wider
+    params["gain"] = jnp.asarray(w / sigma**2 @ posterior_cov, jnp.float32)
+
+    def encode(p, x):
+        mean = (x - p["b"]) @ p["gain"]
+        return mean, jnp.broadcast_to(jnp.log(p["var"]), mean.shape)
+
+    def log_weight(p, x, z, mean, logvar):
+        def normal(v, m, lv):
+            return -0.5 * jnp.sum((v - m) ** 2 / jnp.exp(lv) + lv + jnp.log(2 * jnp.pi), -1)
+
+        log_sigma2 = jnp.full_like(x, 2 * math.log(sigma))
+        decoded = normal(x, z @ p["w"].T + p["b"], log_sigma2)
+        return decoded + normal(z, 0.0, jnp.zeros_like(z)) - normal(z, mean, logvar)
+
+    return encode, log_weight, params, x, exact
+
+
+def test_importance_sampled_nll_matches_the_closed_form():
+    encode, log_weight, params, x, exact = linear_gaussian()
+    log_px, elbo = nll.estimate_log_likelihood(encode, log_weight, params, x, k=2000, seed=0)
+    np.testing.assert_allclose(log_px, exact, atol=0.05)  # measured error about 0.02 nats
+    assert np.all(elbo < exact)  # a diagonal q under a correlated posterior: a gap remains
+    assert np.all(elbo < log_px)
+
+
+def test_chunked_samples_with_a_ragged_last_chunk_agree():
+    encode, log_weight, params, x, exact = linear_gaussian(seed=1)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(3), i))(jnp.arange(len(x)))
+    estimate = jax.jit(
+        lambda: nll.importance_sampled_estimates(encode, log_weight, params, x, keys, 1000, 300)
+    )
+    log_px, _ = estimate()  # 4 chunks of 300, the last one masked down to 100 samples
+    np.testing.assert_allclose(np.asarray(log_px), exact, atol=0.1)
+
+
+def test_binarize_is_fixed_by_the_seed():
+    x = np.random.default_rng(0).uniform(size=(4, 6, 6, 1))
+    a, b = nll.binarize(x, 5), nll.binarize(x, 5)
+    assert set(np.unique(a)) <= {0.0, 1.0} and np.array_equal(a, b)
+    assert not np.array_equal(a, nll.binarize(x, 6))
+
+
+# --- FID Inception --------------------------------------------------------------------------
+
+
+def random_torch_state_dict(seed=0):
+    """Arrays under pytorch-fid's names and layouts (conv weights OIHW), random values."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for collection, tree in inception.variables_template().items():
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            names = tuple(k.key for k in path)
+            name = inception.torch_name(collection, names)
+            shape = leaf.shape
+            if names[-1] == "kernel":
+                h, w, i, o = shape
+                arrays[name] = rng.normal(0, math.sqrt(2 / (h * w * i)), (o, i, h, w))
+            elif names[-1] == "var":
+                arrays[name] = rng.uniform(0.5, 1.5, shape)
+            else:
+                arrays[name] = rng.normal(0, 0.1, shape) + (names[-1] == "scale")
+    arrays["fc.weight"] = np.zeros((1008, 2048))  # present in the real file, unused
+    return {k: v.astype(np.float32) for k, v in arrays.items()}
+
+
+def test_inception_has_the_94_convolutions_of_inception_v3_and_pool3_output():
+    template = inception.variables_template()
+    leaves = jax.tree_util.tree_flatten_with_path(template["params"])[0]
+    kernels = {tuple(k.key for k in p): leaf.shape for p, leaf in leaves if p[-1].key == "kernel"}
+    assert len(kernels) == 94
+    assert kernels[("Conv2d_1a_3x3", "conv", "kernel")] == (3, 3, 3, 32)
+    assert kernels[("Mixed_6b", "branch7x7_2", "conv", "kernel")] == (1, 7, 128, 128)
+    assert kernels[("Mixed_7c", "branch_pool", "conv", "kernel")] == (1, 1, 2048, 192)
+    images = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
+    out = jax.eval_shape(inception.FIDInceptionV3().apply, template, images)
+    assert out.shape == (2, inception.FEATURES)
+
+
+def test_inception_pools_match_tensorflow_semantics():
+    x = np.random.default_rng(0).normal(size=(1, 4, 5, 2)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=np.nan)
+    avg = np.zeros_like(x)
+    top = np.zeros_like(x)
+    for i in range(4):
+        for j in range(5):
+            window = padded[0, i : i + 3, j : j + 3]
+            avg[0, i, j] = np.nanmean(window, axis=(0, 1))  # padding not counted
+            top[0, i, j] = np.nanmax(window, axis=(0, 1))
+    np.testing.assert_allclose(inception.avg_pool_3x3(jnp.asarray(x)), avg, rtol=1e-6)
+    np.testing.assert_allclose(inception.max_pool_3x3(jnp.asarray(x), 1, 1), top, rtol=1e-6)
+
+
+def test_inception_loads_torch_named_weights_and_is_deterministic(tmp_path):
+    state = random_torch_state_dict()
+    path = tmp_path / "fid_inception.npz"
+    np.savez(path, **state)
+    variables = inception.load_variables(path)
+    kernel = variables["params"]["Conv2d_1a_3x3"]["conv"]["kernel"]
+    np.testing.assert_array_equal(kernel[1, 2, 0], state["Conv2d_1a_3x3.conv.weight"][:, 0, 1, 2])
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["Mixed_7c"]["branch_pool"]["bn"]["var"],
+        state["Mixed_7c.branch_pool.bn.running_var"],
+    )
+    images = np.random.default_rng(1).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
+    first = inception.inception_features(variables, images, batch_size=1)
+    second = inception.inception_features(variables, images, batch_size=1)
+    assert first.shape == (1, 2048) and np.all(np.isfinite(first)) and np.any(first > 0)
+    np.testing.assert_array_equal(first, second)
+
+
+def test_inception_refuses_a_file_that_is_not_the_fid_net(tmp_path):
+    state = random_torch_state_dict()
+    del state["Mixed_5b.branch1x1.conv.weight"]
+    np.savez(tmp_path / "bad.npz", **state)
+    with pytest.raises(ConfigError, match="Mixed_5b.branch1x1.conv.weight"):
+        inception.load_variables(tmp_path / "bad.npz")
+    with pytest.raises(ConfigError, match="no such file"):
+        inception.load_variables(tmp_path / "missing.npz")
+
+
+def test_inception_preprocess_resizes_and_scales_like_pytorch_fid():
+    x = jnp.full((1, 28, 28, 1), 0.25)
+    out = inception.preprocess(x)
+    assert out.shape == (1, 299, 299, 3)
+    np.testing.assert_allclose(out, -0.5, atol=1e-6)
+
+
+# --- the feature classifier -----------------------------------------------------------------
+
+
+def test_classifier_cache_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 12, 12, 1), dtype=np.uint8)
+    labels = rng.integers(0, 3, 40)
+    module, params = classifier.train(images, labels, 3, steps=3)
+    meta = {"version": classifier.VERSION, "spec": "npz:/d/x.npz", "image_size": 0}
+    meta |= {"shape": [12, 12, 1], "num_classes": 3, "test_accuracy": 0.5}
+    trained = classifier.TrainedClassifier(module, params, meta)
+    classifier.save(trained, tmp_path)
+    assert (tmp_path / "npz_d_x.npz.json").is_file()
+    loaded = classifier.load("npz:/d/x.npz", 0, tmp_path)
+    a, b = classifier.outputs(trained, images, 16), classifier.outputs(loaded, images, 16)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert a[0].shape == (40, 128)
+    assert classifier.load("npz:/d/x.npz", 32, tmp_path) is None  # another image size
+    assert classifier.load("mnist5k", 0, tmp_path) is None
+
+
+def test_safe_names():
+    assert classifier.safe_name("idx:/data/mnist") == "idx_data_mnist"
+    assert classifier.safe_name("tfds:cifar10", 32) == "tfds_cifar10_32px"

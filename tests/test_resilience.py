@@ -1,0 +1,243 @@
+"""Jobs that get preempted, killed, diverge, lose a checkpoint, or run as several processes."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT, run_cli
+
+from genjax.experiment import restore
+
+RING = ("train.py", "--config", "configs/gan_ring8.py")
+
+
+def checkpoint_steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+
+
+def final_leaves(workdir):
+    return [np.asarray(x) for x in jax.tree.leaves(restore(workdir).state)]
+
+
+def assert_same_leaves(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def ring20(tmp_path_factory):
+    """A ring8 GAN workdir checkpointed at step 20."""
+    workdir = tmp_path_factory.mktemp("ring20") / "run"
+    r = run_cli(
+        *RING,
+        "--workdir",
+        workdir,
+        "--config.num_steps=20",
+        "--config.steps_per_call=10",
+        "--config.checkpoint_every=20",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    return workdir
+
+
+def copy_of(workdir, tmp_path):
+    import shutil
+
+    target = tmp_path / "run"
+    shutil.copytree(workdir, target)
+    return target
+
+
+def test_nonfinite_stop_exits_3_and_keeps_the_last_good_checkpoint(ring20, tmp_path):
+    workdir = copy_of(ring20, tmp_path)
+    r = run_cli(
+        *RING,
+        "--workdir",
+        workdir,
+        "--config.num_steps=40",
+        "--config.steps_per_call=10",
+        "--config.checkpoint_every=10",
+        "--config.optim.lr=1e30",
+    )
+    assert r.returncode == 3, r.stderr[-2000:]
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: non-finite") and "step 21" in error and "nan" in error.lower()
+    assert checkpoint_steps(workdir) == [20]
+
+
+def test_nonfinite_skip_drops_the_updates_and_counts_them(ring20, tmp_path):
+    workdir = copy_of(ring20, tmp_path)
+    before = final_leaves(workdir)
+    r = run_cli(
+        *RING,
+        "--workdir",
+        workdir,
+        "--config.num_steps=40",
+        "--config.steps_per_call=10",
+        "--config.log_every=10",
+        "--config.optim.lr=1e30",
+        "--config.nonfinite=skip",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert [row["skipped_updates"] for row in rows if row["step"] > 20] == [10, 20]
+    after = restore(workdir)
+    assert after.step == 40
+    params_before = [x for x in before if x.dtype.kind == "f"]
+    params_after = [np.asarray(x) for x in jax.tree.leaves(after.state) if x.dtype.kind == "f"]
+    assert_same_leaves(params_before, params_after)  # every update was non-finite: none applied
+
+
+def test_sigterm_saves_at_the_current_step_and_exits_0(tmp_path):
+    workdir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        *RING,
+        "--workdir",
+        str(workdir),
+        "--config.num_steps=1000000",
+        "--config.checkpoint_every=0",
+        "--config.sample_every=0",
+        "--config.log_every=50",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    metrics = workdir / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
+        time.sleep(0.1)  # compiled and training
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert time.time() - sent < 15
+    steps = checkpoint_steps(workdir)
+    assert len(steps) == 1 and 0 < steps[0] < 1_000_000
+    assert f"saved a checkpoint at step {steps[0]}" in stderr
+    r = run_cli(
+        *RING,
+        "--workdir",
+        workdir,
+        f"--config.num_steps={steps[0] + 50}",
+        "--config.sample_every=0",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert restore(workdir).step == steps[0] + 50
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    args = (
+        "--config.num_steps=40",
+        "--config.steps_per_call=10",
+        "--config.checkpoint_every=20",
+        "--config.sample_every=0",
+    )
+    damaged, straight = tmp_path / "damaged", tmp_path / "straight"
+    assert run_cli(*RING, "--workdir", damaged, *args).returncode == 0
+    files = sorted(p for p in (damaged / "checkpoints" / "40").rglob("*") if p.is_file())
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])  # truncated
+    r = run_cli(*RING, "--workdir", damaged, *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "checkpoint at step 40 does not restore" in r.stderr
+    assert (damaged / "checkpoints" / "40.damaged").is_dir()  # kept, not deleted
+    assert checkpoint_steps(damaged) == [20, 40]
+    assert run_cli(*RING, "--workdir", straight, *args).returncode == 0
+    assert_same_leaves(final_leaves(damaged), final_leaves(straight))
+
+
+def test_sigkill_at_arbitrary_points_then_resume_is_bitwise_exact(tmp_path):
+    """Killed several times (during steps, writes of checkpoints and logs), the rerun
+    ends bitwise equal to an uninterrupted run; the host pipeline's position is restored."""
+    args = [
+        "train.py",
+        "--config",
+        "configs/vae_mlp_mnist.py",
+        "--config.num_steps=100",
+        "--config.steps_per_call=5",
+        "--config.checkpoint_every=5",
+        "--config.log_every=5",
+        "--config.sample_every=0",
+        "--config.data.on_device=False",
+    ]
+    killed, straight = tmp_path / "killed", tmp_path / "straight"
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, *args, "--workdir", str(killed)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 120
+        start = len(checkpoint_steps(killed)) if (killed / "checkpoints").exists() else 0
+        while time.time() < deadline and proc.poll() is None:
+            if (killed / "checkpoints").exists() and len(checkpoint_steps(killed)) > start:
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 2
+    r = run_cli(*args, "--workdir", killed)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert run_cli(*args, "--workdir", straight).returncode == 0
+    assert_same_leaves(final_leaves(killed), final_leaves(straight))
+    steps = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
+    assert steps == list(range(5, 101, 5))  # rows past the resumed checkpoint were replaced
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path):
+    script = ROOT / "tests" / "multiprocess_check.py"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(two), "2", str(i), str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    single = subprocess.run(
+        [sys.executable, str(script), str(one), "1", "0", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert all(p.returncode == 0 for p in procs), [o[-2000:] for o in outputs]
+    for name in ("gan", "vae"):
+        a, b = np.load(one / f"{name}.npz"), np.load(two / f"{name}.npz")
+        assert a.files == b.files
+        for k in a.files:
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
+        assert (two / name / "metrics.jsonl").exists()
+        assert checkpoint_steps(two / name) == [10, 20]
