@@ -11,7 +11,8 @@ from absl import flags
 
 from genjax.config import ConfigError
 
-USAGE_ERROR = 2
+USAGE_ERROR = 2  # bad input: flags, config, paths, data
+IO_ERROR = 4  # the file system failed during the run (disk full, read-only)
 
 
 def fail(message: str, code: int = USAGE_ERROR):
@@ -51,5 +52,7 @@ def run_or_exit(fn: Callable[[], object]) -> None:
         fn()
     except ConfigError as e:
         fail(e)
+    except OSError as e:  # a disk that fills up or goes away during the run
+        fail(f"I/O error: {e}", IO_ERROR)
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -9,6 +9,43 @@ import numpy as np
 from PIL import Image
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Replaces `path` with `text` all at once: a full disk leaves the old file as it was."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def check_writable(workdir: Path, needed_bytes: int) -> None:
+    """ConfigError unless `workdir` (or the folder it will be made in) takes files and has
+    room for `needed_bytes`; writes nothing that stays."""
+    import shutil
+    import tempfile
+
+    from genjax.config import ConfigError
+
+    existing = workdir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"workdir {workdir}: {existing} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(f"workdir {workdir} is not writable ({e.strerror})") from None
+    free = shutil.disk_usage(existing).free
+    if free < needed_bytes:
+        raise ConfigError(
+            f"workdir {workdir}: only {free / 2**20:.1f} MB free on its file system, this run "
+            f"needs about {needed_bytes / 2**20:.1f} MB (checkpoints and logs); free some "
+            "space, lower config.keep_checkpoints, or use another --workdir"
+        )
+
+
 class MetricWriter:
     """Appends one JSON object per log step to metrics.jsonl and mirrors it to TensorBoard."""
 
@@ -23,7 +60,7 @@ class MetricWriter:
             rows = path.read_text().splitlines(keepends=True)
             kept = [r for r in rows if r.strip() and _step_of(r) <= resume_step]
             if len(kept) != len(rows):
-                path.write_text("".join(kept))
+                write_atomically(path, "".join(kept))
         self.jsonl = open(path, "a")  # noqa: SIM115 - closed in close()
         self.tensorboard = SummaryWriter(
             logdir=str(self.workdir / "tensorboard"), purge_step=resume_step + 1

@@ -27,7 +27,7 @@ from genjax import sampling
 from genjax.checkpoint import Checkpoints
 from genjax.config import ConfigError, validate
 from genjax.data import host_batches, resolve_sources
-from genjax.logs import MetricWriter
+from genjax.logs import MetricWriter, check_writable, write_atomically
 from genjax.parallel import AXIS, DataParallel
 from genjax.steps import METRICS, TrainState, guard_nonfinite, new_train_state
 
@@ -271,14 +271,17 @@ class Trainer:
         checkpoint at the current step and returns early.
         """
         c = self.config
+        template = self.initial_state()
+        state_bytes = sum(x.nbytes for x in jax.tree.leaves(template))
+        check_writable(self.workdir, (c.keep_checkpoints + 1) * state_bytes + 2**20)
         checkpoints = Checkpoints(self.workdir / "checkpoints", keep=c.keep_checkpoints)
-        state, data_state = self._restore(checkpoints, self.initial_state())
+        state, data_state = self._restore(checkpoints, template)
         if not c.data.on_device and data_state:
             self._host_iterator().set_state(data_state)
         step = int(state.model.step)
         if self.is_writer:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            (self.workdir / "config.json").write_text(c.to_json_best_effort(indent=2) + "\n")
+            write_atomically(self.workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
         writer = MetricWriter(self.workdir, resume_step=step) if self.is_writer else None
         state = self.parallel.replicate(state)
         train_key = jax.random.fold_in(self.key, 0)
