@@ -64,10 +64,12 @@ def base_config() -> ml_collections.ConfigDict:
     c.vae.binarize = True  # dynamic binarisation of grey images (Bernoulli likelihood)
 
     c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # or 'sgd'
     c.optim.lr = 2e-4  # VAE learning rate; GAN generator learning rate
     c.optim.d_lr = 0.0  # GAN discriminator learning rate; 0 = same as lr
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
+    c.optim.decay_from = 1.0  # fraction of num_steps after which lr falls linearly to 0
 
     c.data = ml_collections.ConfigDict()
     c.data.train = "ring8"  # ring8 | grid25 | mnist5k | tfds:NAME | idx:DIR | npz:FILE | folder:DIR
@@ -123,7 +125,15 @@ def validate(config) -> None:
         f"config.vae.likelihood={config.vae.likelihood!r}; valid: {', '.join(LIKELIHOODS)}",
     )
     _check(config.vae.beta >= 0, f"config.vae.beta must be >= 0, got {config.vae.beta}")
+    _check(
+        config.optim.name in ("adam", "sgd"),
+        f"config.optim.name={config.optim.name!r}; valid: adam, sgd",
+    )
     _check(config.optim.lr > 0, f"config.optim.lr must be > 0, got {config.optim.lr}")
+    _check(
+        0.0 <= config.optim.decay_from <= 1.0,
+        f"config.optim.decay_from must be in [0, 1] (1 = constant), got {config.optim.decay_from}",
+    )
     _check(config.optim.d_lr >= 0, f"config.optim.d_lr must be >= 0, got {config.optim.d_lr}")
     _check(
         config.model.d_norm in ("batch", "layer", "none"),

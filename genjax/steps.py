@@ -68,8 +68,26 @@ def _init(module: nn.Module, key, x) -> tuple[Any, Any]:
     return variables["params"], variables.get("batch_stats", {})
 
 
-def _adam(config, lr: float) -> optax.GradientTransformation:
-    return optax.adam(lr, b1=config.optim.b1, b2=config.optim.b2)
+def learning_rate(config, lr: float, updates_per_step: int = 1) -> optax.Schedule:
+    """`lr`, constant until `optim.decay_from` of the run, then linearly down to 0.
+
+    Always a schedule (constant when decay_from = 1), so the optimiser state has one shape.
+    """
+    total = config.num_steps * updates_per_step
+    start = min(total, int(config.optim.decay_from * total))
+    if start >= total:
+        return optax.constant_schedule(lr)
+    return optax.join_schedules(
+        [optax.constant_schedule(lr), optax.linear_schedule(lr, 0.0, total - start)], [start]
+    )
+
+
+def _optimizer(config, lr: float, updates_per_step: int = 1) -> optax.GradientTransformation:
+    """Adam (b1, b2) or plain SGD, by `optim.name`, at the scheduled learning rate."""
+    schedule = learning_rate(config, lr, updates_per_step)
+    if config.optim.name == "sgd":
+        return optax.sgd(schedule)
+    return optax.adam(schedule, b1=config.optim.b1, b2=config.optim.b2)
 
 
 # --------------------------------------------------------------------------- GAN
@@ -78,7 +96,7 @@ def _adam(config, lr: float) -> optax.GradientTransformation:
 def gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
     """(generator, discriminator) optimisers: Adam, D at `optim.d_lr` when set."""
     d_lr = config.optim.d_lr or config.optim.lr
-    return _adam(config, config.optim.lr), _adam(config, d_lr)
+    return _optimizer(config, config.optim.lr), _optimizer(config, d_lr, config.gan.n_critic)
 
 
 def init_gan_state(config, models, data_shape, key) -> GANState:
@@ -188,7 +206,7 @@ def make_gan_step(config, models) -> Callable:
 
 
 def vae_optimizer(config) -> optax.GradientTransformation:
-    return _adam(config, config.optim.lr)
+    return _optimizer(config, config.optim.lr)
 
 
 def init_vae_state(config, models, data_shape, key) -> VAEState:

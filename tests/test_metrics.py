@@ -312,14 +312,125 @@ def test_inception_preprocess_resizes_and_scales_like_pytorch_fid():
     np.testing.assert_allclose(out, -0.5, atol=1e-6)
 
 
+def torch_fid_inception(state, images):
+    """pytorch-fid's FID Inception forward (torchvision's blocks with the FID patches), written
+    with torch.nn.functional on a state dict: the reference the Flax network must match."""
+    import torch
+    import torch.nn.functional as F
+
+    t = {k: torch.from_numpy(v) for k, v in state.items()}
+
+    def conv(x, n, stride=1, padding=0):
+        x = F.conv2d(x, t[f"{n}.conv.weight"], stride=stride, padding=padding)
+        stats = (t[f"{n}.bn.running_mean"], t[f"{n}.bn.running_var"])
+        x = F.batch_norm(x, *stats, t[f"{n}.bn.weight"], t[f"{n}.bn.bias"], False, 0.0, 1e-3)
+        return F.relu(x)
+
+    def avg(x):
+        return F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+
+    def block_a(x, n):
+        b5 = conv(conv(x, f"{n}.branch5x5_1"), f"{n}.branch5x5_2", padding=2)
+        bd = conv(conv(x, f"{n}.branch3x3dbl_1"), f"{n}.branch3x3dbl_2", padding=1)
+        bd = conv(bd, f"{n}.branch3x3dbl_3", padding=1)
+        return torch.cat([conv(x, f"{n}.branch1x1"), b5, bd, conv(avg(x), f"{n}.branch_pool")], 1)
+
+    def block_b(x, n):
+        bd = conv(conv(x, f"{n}.branch3x3dbl_1"), f"{n}.branch3x3dbl_2", padding=1)
+        bd = conv(bd, f"{n}.branch3x3dbl_3", stride=2)
+        return torch.cat([conv(x, f"{n}.branch3x3", stride=2), bd, F.max_pool2d(x, 3, 2)], 1)
+
+    def block_c(x, n):
+        b7 = conv(conv(x, f"{n}.branch7x7_1"), f"{n}.branch7x7_2", padding=(0, 3))
+        b7 = conv(b7, f"{n}.branch7x7_3", padding=(3, 0))
+        bd = conv(x, f"{n}.branch7x7dbl_1")
+        for i, pad in zip((2, 3, 4, 5), ((3, 0), (0, 3), (3, 0), (0, 3)), strict=True):
+            bd = conv(bd, f"{n}.branch7x7dbl_{i}", padding=pad)
+        return torch.cat([conv(x, f"{n}.branch1x1"), b7, bd, conv(avg(x), f"{n}.branch_pool")], 1)
+
+    def block_d(x, n):
+        b3 = conv(conv(x, f"{n}.branch3x3_1"), f"{n}.branch3x3_2", stride=2)
+        b7 = conv(conv(x, f"{n}.branch7x7x3_1"), f"{n}.branch7x7x3_2", padding=(0, 3))
+        b7 = conv(conv(b7, f"{n}.branch7x7x3_3", padding=(3, 0)), f"{n}.branch7x7x3_4", stride=2)
+        return torch.cat([b3, b7, F.max_pool2d(x, 3, 2)], 1)
+
+    def block_e(x, n, pool):
+        b3 = conv(x, f"{n}.branch3x3_1")
+        b3 = [
+            conv(b3, f"{n}.branch3x3_2a", padding=(0, 1)),
+            conv(b3, f"{n}.branch3x3_2b", padding=(1, 0)),
+        ]
+        bd = conv(conv(x, f"{n}.branch3x3dbl_1"), f"{n}.branch3x3dbl_2", padding=1)
+        bd = [
+            conv(bd, f"{n}.branch3x3dbl_3a", padding=(0, 1)),
+            conv(bd, f"{n}.branch3x3dbl_3b", padding=(1, 0)),
+        ]
+        pooled = avg(x) if pool == "avg" else F.max_pool2d(x, 3, 1, 1)
+        parts = [conv(x, f"{n}.branch1x1"), *b3, *bd, conv(pooled, f"{n}.branch_pool")]
+        return torch.cat(parts, 1)
+
+    with torch.no_grad():
+        x = torch.from_numpy(np.asarray(images, np.float32)).permute(0, 3, 1, 2)
+        x = 2 * F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) - 1
+        x = conv(
+            conv(conv(x, "Conv2d_1a_3x3", stride=2), "Conv2d_2a_3x3"), "Conv2d_2b_3x3", padding=1
+        )
+        x = conv(conv(F.max_pool2d(x, 3, 2), "Conv2d_3b_1x1"), "Conv2d_4a_3x3")
+        x = F.max_pool2d(x, 3, 2)
+        for n in ("Mixed_5b", "Mixed_5c", "Mixed_5d"):
+            x = block_a(x, n)
+        x = block_b(x, "Mixed_6a")
+        for n in ("Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
+            x = block_c(x, n)
+        x = block_e(block_e(block_d(x, "Mixed_7a"), "Mixed_7b", "avg"), "Mixed_7c", "max")
+        return F.adaptive_avg_pool2d(x, 1).flatten(1).numpy()
+
+
+def test_inception_matches_a_torch_forward_of_the_same_weights(tmp_path):
+    pytest.importorskip("torch")
+    state = random_torch_state_dict(1)
+    np.savez(tmp_path / "w.npz", **state)
+    variables = inception.load_variables(tmp_path / "w.npz")
+    images = np.random.default_rng(2).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    ours = inception.inception_features(variables, images, batch_size=2)
+    theirs = torch_fid_inception(state, images / 255.0)
+    assert theirs.shape == (2, 2048) and np.std(theirs) > 0.01 * np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_inception_downsampling_matches_torch_bilinear():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(3).uniform(size=(1, 320, 310, 3)).astype(np.float32)
+    ours = np.asarray(inception.preprocess(jnp.asarray(x)))
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(x).permute(0, 3, 1, 2), size=(299, 299), mode="bilinear"
+    )
+    np.testing.assert_allclose(ours, 2 * resized.permute(0, 2, 3, 1).numpy() - 1, atol=1e-5)
+
+
+def test_convert_writes_the_state_dict_as_named_arrays(tmp_path):
+    torch = pytest.importorskip("torch")
+    state = random_torch_state_dict(4)
+    tensors = {k: torch.from_numpy(v) for k, v in state.items()}
+    tensors["Conv2d_1a_3x3.bn.num_batches_tracked"] = torch.tensor(5)
+    torch.save(tensors, tmp_path / "fid.pth")
+    out = inception.convert(tmp_path / "fid.pth", tmp_path / "fid.npz")
+    with np.load(out) as converted:
+        assert set(converted.files) == set(state)
+        np.testing.assert_array_equal(converted["Mixed_6e.branch7x7_2.conv.weight"],
+                                      state["Mixed_6e.branch7x7_2.conv.weight"])  # fmt: skip
+    with pytest.raises(ConfigError, match="must end in .npz"):
+        inception.convert(tmp_path / "fid.pth", tmp_path / "fid.bin")
+
+
 # --- the feature classifier -----------------------------------------------------------------
 
 
 def test_classifier_cache_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 12, 12, 1), dtype=np.uint8)
-    labels = rng.integers(0, 3, 40)
-    module, params = classifier.train(images, labels, 3, steps=3)
+    module = classifier.Classifier(3)
+    params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)))["params"]
     meta = {"version": classifier.VERSION, "spec": "npz:/d/x.npz", "image_size": 0}
     meta |= {"shape": [12, 12, 1], "num_classes": 3, "test_accuracy": 0.5}
     trained = classifier.TrainedClassifier(module, params, meta)
@@ -337,3 +448,14 @@ def test_classifier_cache_round_trip(tmp_path):
 def test_safe_names():
     assert classifier.safe_name("idx:/data/mnist") == "idx_data_mnist"
     assert classifier.safe_name("tfds:cifar10", 32) == "tfds_cifar10_32px"
+
+
+def test_shift_augmentation_moves_the_batch_by_at_most_two_pixels():
+    x = np.zeros((3, 12, 12, 1), np.float32)
+    x[:, 6, 5] = 1.0
+    for seed in range(5):
+        y = np.asarray(classifier.shifted(jnp.asarray(x), jax.random.PRNGKey(seed)))
+        assert y.sum() == 3
+        rows, cols = np.nonzero(y[..., 0].sum(0))
+        assert abs(rows[0] - 6) <= 2 and abs(cols[0] - 5) <= 2
+        np.testing.assert_array_equal(y[0], y[2])  # one offset for the whole batch

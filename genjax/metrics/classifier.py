@@ -3,7 +3,8 @@
 Where no ImageNet network fits the data (28 x 28 digits), papers score samples in the
 penultimate layer of a classifier trained on the data's classes (e.g. Lucic et al. 2018;
 Metz et al. 2017 count Stacked MNIST modes with one). genjax trains one per data set on first
-use (about 20 s for mnist5k on two CPU cores), caches it, and reuses it:
+use (600 steps, under a minute for mnist5k on two CPU cores; 96-97% test accuracy),
+caches it, and reuses it:
 
     python -m genjax.metrics.classifier --data mnist5k [--steps N] [--classifier_dir DIR]
 
@@ -84,17 +85,26 @@ def _scaled(images_uint8) -> jax.Array:
     return jnp.asarray(images_uint8, jnp.float32) / 255.0
 
 
-def train(images, labels, num_classes: int, *, steps: int = DEFAULT_STEPS, seed: int = 0):
-    """Params of a Classifier fitted by Adam (lr 1e-3, cosine decay) on uint8 images and labels.
+def shifted(x, key, pad: int = 2):
+    """The batch translated by one random offset in [-pad, pad] pixels per axis (zero fill)."""
+    b, h, w, c = x.shape
+    offset = jax.random.randint(key, (2,), 0, 2 * pad + 1)
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    return jax.lax.dynamic_slice(padded, (0, offset[0], offset[1], 0), (b, h, w, c))
 
-    Each step draws a batch of BATCH examples with replacement, on the device. The steps run
-    from a Python loop: on XLA:CPU this conv net's step inside a `lax.scan` ran 15x slower.
+
+def train(images, labels, num_classes: int, *, steps: int = DEFAULT_STEPS, seed: int = 0):
+    """Params of a Classifier fitted by AdamW (lr 1e-3, weight decay 1e-4) on uint8 images.
+
+    Each step draws BATCH examples with replacement, on the device, and shifts them by up to
+    2 pixels (on mnist5k this lifted test accuracy from 95% to 96-97% at 600 steps). The steps
+    run from a Python loop: on XLA:CPU this step inside a `lax.scan` ran 15x slower.
     """
     module = Classifier(num_classes)
     images, labels = jnp.asarray(images), jnp.asarray(labels, jnp.int32)
     key = jax.random.PRNGKey(seed)
     params = module.init(jax.random.fold_in(key, 0), _scaled(images[:1]))["params"]
-    tx = optax.adam(optax.cosine_decay_schedule(1e-3, steps))
+    tx = optax.adamw(1e-3, weight_decay=1e-4)
 
     def loss_fn(params, x, y):
         logits = module.apply({"params": params}, x)[1]
@@ -102,8 +112,10 @@ def train(images, labels, num_classes: int, *, steps: int = DEFAULT_STEPS, seed:
 
     @jax.jit
     def step(params, opt_state, i):
-        idx = jax.random.randint(jax.random.fold_in(key, i + 1), (BATCH,), 0, len(labels))
-        grads = jax.grad(loss_fn)(params, _scaled(images[idx]), labels[idx])
+        batch_key, shift_key = jax.random.split(jax.random.fold_in(key, i + 1))
+        idx = jax.random.randint(batch_key, (BATCH,), 0, len(labels))
+        x = shifted(_scaled(images[idx]), shift_key)
+        grads = jax.grad(loss_fn)(params, x, labels[idx])
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 

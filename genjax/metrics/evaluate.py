@@ -14,11 +14,12 @@ config.eval.*. Metrics (NaN is written as null):
 - Images, per feature space S (`classifier`: a conv net trained on the data's labels;
   `inception`: the FID Inception, given its weights): `fd_S`, `kid_S`, `precision_S`,
   `recall_S`, `density_S`, `coverage_S` (genjax.metrics.features) between num_samples
-  generated images and the test split; with the classifier also `classes_covered`,
-  `class_kl` and `classifier_test_accuracy`. Each has a `_floor` twin: the same metric
-  between the test split and as many real training images as generated ones, the value a
-  perfect model would get at these sample sizes. (The classifier saw the training images, so
-  its floor is slightly pessimistic.)
+  generated images and the test split; with the classifier also `classifier_test_accuracy`,
+  `classes_covered` (classes predicted at least once) and `class_kl` (KL of the predicted
+  class histogram to the test split's; genjax.metrics.classes). Each has a `_floor` twin:
+  the same metric between the test split and as many real training images as generated
+  ones, the value a perfect model would get at these sample sizes (the classifier was
+  trained on those images, so its floor is slightly pessimistic).
 
 What does not apply is left out; `skipped_metrics` says why (the CLI prints it on stderr),
 so that `evaluate` returns only numbers for the training loop to log.
@@ -84,12 +85,15 @@ def _space_metrics(space, real, fake, floor, seed) -> dict:
     return model | {f"{name}_floor": value for name, value in best.items()}
 
 
-def image_metrics(config, fake, real, floor, train_labels, *, seed, inception_weights, cdir):
-    """Feature-space metrics of uint8 images: classifier and Inception, with their floors."""
+def image_metrics(config, fake, real, floor, data_labels, *, seed, inception_weights, cdir):
+    """Feature-space metrics of uint8 images: classifier and Inception, with their floors.
+
+    `data_labels` give the data's class histogram (None: the data has no labels, no classifier).
+    """
     from genjax.metrics import classifier as classifier_lib
 
     out = {}
-    if train_labels is not None:
+    if data_labels is not None:
         data = config.data
         clf = classifier_lib.classifier_for(data.train, data.image_size, data.data_dir, cdir)
         (f_fake, c_fake), (f_real, _), (f_floor, c_floor) = (
@@ -98,8 +102,8 @@ def image_metrics(config, fake, real, floor, train_labels, *, seed, inception_we
         n = clf.meta["num_classes"]
         out["classifier_test_accuracy"] = float(clf.meta["test_accuracy"])
         out |= _space_metrics("classifier", f_real, f_fake, f_floor, seed)
-        out |= classes.class_metrics(c_fake, train_labels, n)
-        out |= {f"{k}_floor": v for k, v in classes.class_metrics(c_floor, train_labels, n).items()}
+        out |= classes.class_metrics(c_fake, data_labels, n)
+        out |= {f"{k}_floor": v for k, v in classes.class_metrics(c_floor, data_labels, n).items()}
     if inception_weights:
         from genjax.metrics import inception
 
@@ -136,6 +140,7 @@ def evaluate(
         inception.cached_variables(inception_weights)  # a bad file fails before any work
     key = jax.random.PRNGKey(seed)
     test = test_source.to_arrays()
+    class_reference = test.get("label")  # the data's class histogram: the whole test split's
     if max_test:
         test = {name: array[:max_test] for name, array in test.items()}
     out: dict[str, float] = {}
@@ -149,15 +154,17 @@ def evaluate(
             experiment.models, state, config, test["image"], k=nll_k, seed=seed
         )
     fake = sampling.to_uint8(generate(experiment, state, key, num_samples))
-    train = train_source.to_arrays()
     rng = np.random.default_rng(seed)
-    floor_idx = np.sort(rng.choice(len(train_source), min(num_samples, len(train_source)), False))
+    size = min(num_samples, len(train_source))
+    floor = train_source.take(np.sort(rng.choice(len(train_source), size, replace=False)))
+    if class_reference is None:
+        class_reference = floor.get("label")
     out |= image_metrics(
         config,
         fake,
         test["image"],
-        train["image"][floor_idx],
-        train.get("label") if train_source.num_classes else None,
+        floor["image"],
+        class_reference if train_source.num_classes else None,
         seed=seed,
         inception_weights=inception_weights,
         cdir=classifier_dir,

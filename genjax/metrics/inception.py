@@ -244,8 +244,11 @@ def read_state_dict(path) -> dict[str, np.ndarray]:
                 "with `python -m genjax.metrics.inception --convert IN.pth OUT.npz` on a machine "
                 "that has it, and pass the .npz"
             ) from None
-        state = torch.load(path, map_location="cpu")
-        return {k: v.detach().cpu().numpy() for k, v in state.items()}
+        try:
+            state = torch.load(path, map_location="cpu")
+            return {k: v.detach().cpu().numpy() for k, v in state.items()}
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+            raise ConfigError(f"inception weights {path}: not a torch state dict ({e})") from None
     try:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}

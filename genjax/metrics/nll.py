@@ -128,7 +128,9 @@ def vae_test_metrics(models, state, config, images_uint8, *, k: int, seed: int =
 
     Images are scaled to [0, 1] as in training; a Bernoulli VAE trained with dynamic
     binarisation is scored on one binarisation of the test set drawn with `seed`. The ELBO
-    is the beta = 1 bound, whatever `vae.beta` the model was trained with.
+    is the beta = 1 bound, whatever `vae.beta` the model was trained with. With a Gaussian
+    likelihood both are densities of [0, 1]-scaled pixels (no dequantisation), so they can be
+    negative and are not comparable with discrete likelihoods or bits per dimension.
     """
     x = np.asarray(images_uint8, np.float32) / 255.0
     if config.vae.likelihood == "bernoulli" and config.vae.binarize:
