@@ -73,6 +73,17 @@ class MetricWriter:
         for name, value in values.items():
             self.tensorboard.add_scalar(name, float(value), int(step))
 
+    def evaluation(self, step: int, values: dict) -> None:
+        """Appends {'step', metrics...} to eval.jsonl (NaN as null) and logs eval/* scalars."""
+        row = {"step": int(step)} | {
+            k: (float(v) if np.isfinite(v) else None) for k, v in values.items()
+        }
+        with open(self.workdir / "eval.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for name, value in values.items():
+            if np.isfinite(value):
+                self.tensorboard.add_scalar(f"eval/{name}", float(value), int(step))
+
     def picture(self, step: int, image: Image.Image) -> Path:
         """Saves samples/step_XXXXXXXX.png and logs it to TensorBoard."""
         path = self.workdir / "samples" / f"step_{int(step):08d}.png"

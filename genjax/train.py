@@ -249,6 +249,26 @@ class Trainer:
                 "optim.lr or set --config.nonfinite=skip"
             )
 
+    def _evaluate(self, step: int, model_state, writer) -> None:
+        """genjax.metrics.evaluate on the current state, logged to TensorBoard and eval.jsonl."""
+        from genjax.metrics.evaluate import evaluate
+
+        e = self.config.eval
+        values = evaluate(
+            self.experiment,
+            model_state,
+            self.train_source,
+            self.test_source,
+            num_samples=e.num_samples,
+            nll_k=e.nll_k,
+            max_test=e.max_test,
+            seed=self.config.seed,
+            inception_weights=e.inception_weights,
+            classifier_dir=e.classifier_dir,
+        )
+        if writer:
+            writer.evaluation(step, values)
+
     # ----------------------------------------------------------------- loop
     def _restore(self, checkpoints: Checkpoints, template: TrainState):
         try:
@@ -312,6 +332,7 @@ class Trainer:
                         until(c.log_every),
                         until(c.sample_every),
                         until(c.checkpoint_every),
+                        until(c.eval_every),
                     )
                     data = self._data_for(length)
                     with jax.transfer_guard_device_to_host("disallow"):
@@ -332,6 +353,8 @@ class Trainer:
                         self._check_finite(host_state)
                     if writer and (_due(step, c.sample_every) or final):
                         writer.picture(step, self.sample_picture(host_state.model))
+                    if _due(step, c.eval_every):
+                        self._evaluate(step, host_state.model, writer)
                     if _due(step, c.checkpoint_every) or final:
                         save(step, host_state)
                     if preemption.reached(step):

@@ -39,7 +39,9 @@ def captured_modes(points, name="ring8"):
 
 
 def test_ring8_gan_captures_most_modes(tmp_path):
-    config = load_config("gan_ring8", num_steps=3000, checkpoint_every=0, sample_every=0)
+    config = load_config(
+        "gan_ring8", num_steps=3000, checkpoint_every=0, sample_every=0, eval_every=1500
+    )
     trainer = Trainer(config, tmp_path / "run")
     state = trainer.run()
     points = np.asarray(
@@ -51,6 +53,8 @@ def test_ring8_gan_captures_most_modes(tmp_path):
     assert modes >= 6, (modes, quality)
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert rows[-1]["step"] == 3000 and {"d_loss", "g_loss", "steps_per_sec"} <= set(rows[-1])
+    evals = [json.loads(line) for line in open(tmp_path / "run" / "eval.jsonl")]
+    assert [e["step"] for e in evals] == [1500, 3000] and evals[-1]["modes"] >= 6
 
 
 def held_out_negative_elbo(state, models, x, key):
