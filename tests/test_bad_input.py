@@ -1,4 +1,7 @@
-"""Bad input: one line naming the problem, exit code 2, no traceback, the workdir untouched."""
+"""The bad-input sweep: train.py, sample.py and the evaluate CLI against malformed flags and
+config values, missing and wrong paths, corrupt and empty data, a workdir of another model,
+a read-only and a full workdir. Each gets one line naming the problem, exit code 2, no
+traceback, and the workdir left as it was."""
 
 import numpy as np
 import pytest
@@ -56,6 +59,14 @@ BAD_TRAIN_FLAGS = {
     "shape the model cannot take": (["--config.model.name=dcgan"], ["dcgan", "(2,)"]),
     "unknown loss": (["--config.gan.loss=wasserstein"], ["wasserstein", "hinge"]),
     "missing config file": (None, ["no_such_config"]),
+    "zero batch": (["--config.batch_size=0"], ["batch_size"]),
+    "unknown dtype": (["--config.dtype=float64"], ["float64", "bfloat16"]),
+    "unknown parallel mode": (["--config.parallel=gpus"], ["gpus", "shard_map"]),
+    "unknown nonfinite policy": (["--config.nonfinite=ignore"], ["ignore", "skip"]),
+    "decay outside [0, 1]": (["--config.optim.decay_from=1.5"], ["decay_from"]),
+    "npz path is a directory": (["--config.data.train=npz:/tmp"], ["/tmp"]),
+    "unknown scheme": (["--config.data.train=s3:bucket/x"], ["s3:bucket/x", "folder:DIR"]),
+    "malformed flag": (["--config.num_steps"], ["num_steps"]),
     "stray argument": (["extra"], ["extra"]),
 }
 
@@ -167,3 +178,102 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
     points = np.load(tmp_path / "s.npz")["samples"]
     assert points.shape == (300, 2) and points.dtype == np.float32
     assert np.isfinite(points).all()
+
+
+def _mount_tmpfs(path, size="1m", read_only=False):
+    """A small tmpfs (a machine where mount is refused skips with that reason)."""
+    import subprocess
+
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    return path
+
+
+def _umount(path):
+    import subprocess
+
+    subprocess.run(["umount", str(path)], check=False)
+
+
+def test_read_only_workdir(ring_workdir, tmp_path):
+    import shutil
+    import subprocess
+
+    mount = _mount_tmpfs(tmp_path / "ro", size="8m")
+    try:
+        shutil.copytree(ring_workdir, mount / "run")
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        before = snapshot(mount / "run")
+        r = run_cli(*TRAIN, "--workdir", mount / "run", "--config.num_steps=200")
+        assert_user_error(r, "not writable", "read-only")
+        assert snapshot(mount / "run") == before
+    finally:
+        _umount(mount)
+
+
+def test_full_disk(ring_workdir, tmp_path):
+    import shutil
+
+    mount = _mount_tmpfs(tmp_path / "full", size="8m")
+    try:
+        shutil.copytree(ring_workdir, mount / "run")
+        with open(mount / "filler", "wb") as f:  # fill the file system to the last block
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        before = snapshot(mount / "run")
+        r = run_cli(*TRAIN, "--workdir", mount / "run", "--config.num_steps=200")
+        assert_user_error(r, "MB free")
+        assert snapshot(mount / "run") == before
+    finally:
+        _umount(mount)
+
+
+def test_empty_and_corrupt_data_files(tmp_path):
+    empty = tmp_path / "empty.npz"
+    np.savez(empty, images=np.zeros((0, 28, 28), np.uint8))
+    r = run_cli(
+        "train.py",
+        "--config",
+        "configs/vae_mlp_mnist.py",
+        "--workdir",
+        tmp_path / "a",
+        f"--config.data.train=npz:{empty}",
+    )
+    assert_user_error(r, str(empty))
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 7)
+    r = run_cli(
+        "train.py",
+        "--config",
+        "configs/vae_mlp_mnist.py",
+        "--workdir",
+        tmp_path / "b",
+        f"--config.data.train=idx:{idx}",
+    )
+    assert_user_error(r, str(idx))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_evaluate_rejects_bad_input(ring_workdir, tmp_path):
+    before = snapshot(ring_workdir)
+    evaluate = ("-m", "genjax.metrics.evaluate")
+    cases = [
+        (["--workdir", tmp_path / "nothing"], ["config.json"]),
+        (["--workdir", ring_workdir, "--config.no_such_key=1"], ["no_such_key"]),
+        (["--workdir", ring_workdir, "--num_samples=0"], ["num_samples"]),
+        (["--workdir", ring_workdir, "--config.data.test=npz:/no/such.npz"], ["/no/such.npz"]),
+    ]
+    for args, words in cases:
+        assert_user_error(run_cli(*evaluate, *args), *words)
+    assert snapshot(ring_workdir) == before
