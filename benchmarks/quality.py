@@ -1,0 +1,115 @@
+"""The quality table: trains default configs for several seeds and scores them.
+
+    python benchmarks/quality.py [--configs gan_ring8,gan_grid25,...] [--seeds 0,1,2]
+        [--num_steps N] [--nll_k K] [--out docs/quality.md] [--runs runs/quality]
+
+Each (config, seed) is trained with train.py's loop into RUNS/CONFIG/seedS (resuming if it
+is there) and evaluated with genjax.metrics.evaluate; the markdown table holds mean ± std
+over seeds of the keys that matter for that config, beside the real-vs-real floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+KEYS = {
+    "gan_ring8": ["modes", "hq_fraction", "reverse_kl"],
+    "gan_grid25": ["modes", "hq_fraction", "reverse_kl"],
+    "gan_mlp_mnist": [
+        "fd_classifier",
+        "precision_classifier",
+        "recall_classifier",
+        "classes_covered",
+    ],
+    "dcgan_mnist": [
+        "fd_classifier",
+        "precision_classifier",
+        "recall_classifier",
+        "classes_covered",
+    ],
+    "vae_mlp_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
+    "vae_conv_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
+}
+
+
+def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dict:
+    from genjax.metrics.evaluate import evaluate
+    from genjax.train import Trainer
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.seed = seed
+    config.sample_every = 0
+    if num_steps:
+        config.num_steps = num_steps
+    trainer = Trainer(config, runs / name / f"seed{seed}")
+    start = time.perf_counter()
+    state = trainer.run()
+    seconds = time.perf_counter() - start
+    values = evaluate(
+        trainer.experiment,
+        state,
+        trainer.train_source,
+        trainer.test_source,
+        num_samples=config.eval.num_samples,
+        nll_k=nll_k,
+        seed=seed,
+    )
+    return values | {"train_seconds": seconds}
+
+
+def summarise(name: str, rows: list[dict]) -> list[str]:
+    lines = []
+    for key in KEYS[name] + ["train_seconds"]:
+        values = np.array([r.get(key, np.nan) for r in rows], float)
+        floor = np.array([r.get(f"{key}_floor", np.nan) for r in rows], float)
+        cell = f"{np.nanmean(values):.4g} ± {np.nanstd(values):.2g}" if values.size else "-"
+        floor_cell = f"{np.nanmean(floor):.4g}" if np.isfinite(floor).any() else ""
+        per_seed = ", ".join(f"{v:.4g}" for v in values)
+        lines.append(f"| {name} | {key} | {cell} | {floor_cell} | {per_seed} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="gan_ring8,gan_grid25")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--num_steps", type=int, default=0, help="0 = the config's")
+    parser.add_argument("--nll_k", type=int, default=5000)
+    parser.add_argument("--runs", default="runs/quality")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lines = [
+        f"Seeds {args.seeds}; `python benchmarks/quality.py --configs {args.configs} "
+        f"--seeds {args.seeds}"
+        + (f" --num_steps {args.num_steps}" if args.num_steps else "")
+        + "`",
+        "",
+        "| config | metric | mean ± std over seeds | real-vs-real floor | per seed |",
+        "|---|---|---|---|---|",
+    ]
+    for name in args.configs.split(","):
+        rows = []
+        for seed in seeds:
+            row = run_one(name, seed, ROOT / args.runs, args.num_steps, args.nll_k)
+            print(json.dumps({"config": name, "seed": seed} | row), flush=True)
+            rows.append(row)
+        lines += summarise(name, rows)
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table)
+
+
+if __name__ == "__main__":
+    main()
