@@ -3,9 +3,9 @@
 python benchmarks/throughput.py --config all [--batch B] [--steps_per_call K] [--dtype D]
     [--data_shape 64,64,3] [--torch] [--json FILE] [--markdown FILE] [--quick]
 
-Per config (configs/NAME.py) the call is built as genjax.train.Trainer builds it
-(experiment.build + make_chunk with the config's data path + DataParallel.compile) on the
-config's embedded data set, or on random data of --data_shape. Steady-state time is the
+Per config (configs/NAME.py) the call timed is genjax.train.Trainer's own compiled chunk
+(guarded step, make_chunk with the config's data path, DataParallel.compile), on the config's
+embedded data set or on random data of --data_shape. Steady-state time is the
 median of --calls timed calls after --warmup, each ending in block_until_ready; with --torch
 the PyTorch eager reference (benchmarks/torch_reference.py) is timed in alternation with it,
 so the ratio holds under a changing machine load. FLOPs per step come from XLA's cost
@@ -21,6 +21,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,14 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from genjax import experiment  # noqa: E402
 from genjax.config import validate  # noqa: E402
-from genjax.data import resolve_sources  # noqa: E402
-from genjax.parallel import DataParallel  # noqa: E402
-from genjax.train import make_chunk  # noqa: E402
+from genjax.data.arrays import ArraySource  # noqa: E402
+from genjax.train import Trainer  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
 RANDOM_EXAMPLES = 2048  # size of the random on-device data set used with --data_shape
@@ -52,43 +51,36 @@ def load_config(name: str, args):
     return config
 
 
-def train_arrays(config, data_shape: tuple | None) -> dict:
-    """The config's training set ({'image' | 'point': (N, ...)}) or random data of data_shape."""
-    if data_shape is None:
-        arrays = resolve_sources(config.data)[0].to_arrays()
-        return {k: v for k, v in arrays.items() if k in ("image", "point")}
+def random_source(data_shape: tuple) -> ArraySource:
+    """RANDOM_EXAMPLES uniform uint8 images (H, W, C), or N(0, 1) points (D,)."""
     rng = np.random.default_rng(0)
     if len(data_shape) == 1:
-        return {"point": rng.normal(size=(RANDOM_EXAMPLES, *data_shape)).astype(np.float32)}
-    return {"image": rng.integers(0, 256, (RANDOM_EXAMPLES, *data_shape), dtype=np.uint8)}
+        points = rng.normal(size=(RANDOM_EXAMPLES, *data_shape)).astype(np.float32)
+        return ArraySource({"point": points}, "point", None)
+    images = rng.integers(0, 256, (RANDOM_EXAMPLES, *data_shape), dtype=np.uint8)
+    return ArraySource({"image": images}, "image", None)
 
 
-def compiled_call(config, arrays: dict):
-    """(compiled call, state, data, key, compile seconds): genjax.train.Trainer's chunk."""
-    exp = experiment.build(config, next(iter(arrays.values())).shape[1:])
-    parallel = DataParallel(config.parallel)
-    length, per_step = config.steps_per_call, exp.data_per_step
-    fn = make_chunk(exp.step(), length, config.data.on_device, per_step, config.batch_size)
-    jitted = parallel.compile(fn, data_sharded=not config.data.on_device, batch_axis=2)
-    state = parallel.replicate(exp.init_state(jax.random.PRNGKey(config.seed)))
-    if config.data.on_device:
-        data = parallel.replicate(arrays)
-    else:  # one fixed set of host batches, reused: the host pipeline is not timed
-        idx = np.random.default_rng(0).integers(
-            0, len(next(iter(arrays.values()))), (length, per_step, config.batch_size)
-        )
-        data = parallel.shard_batch({k: v[idx] for k, v in arrays.items()}, batch_axis=2)
-    key = jax.random.PRNGKey(config.seed)
+def trainer_for(config, data_shape: tuple | None) -> Trainer:
+    """train.py's Trainer for `config`; with `data_shape`, on random data of that shape."""
+    trainer = Trainer(config, Path(tempfile.gettempdir()) / "genjax-throughput-unused")
+    if data_shape is not None:
+        trainer.train_source = random_source(data_shape)
+        trainer.experiment = experiment.build(config, data_shape)
+    return trainer
+
+
+def compiled_chunk(trainer: Trainer, length: int, state):
+    """(compiled call of `length` steps, its data, train key, compile seconds).
+
+    The Trainer's own chunk (guarded step, make_chunk, DataParallel.compile), data path and
+    train key. The first call's data is reused by every call (as on-device data sets are).
+    """
+    data = trainer._data_for(length)
+    key = jax.random.fold_in(trainer.key, 0)  # Trainer.run's train_key
     start = time.perf_counter()
-    compiled = jitted.lower(state, data, key).compile()
-    return compiled, state, data, key, time.perf_counter() - start
-
-
-def loop_body_counted_once() -> bool:
-    """Whether XLA's cost analysis counts a while loop's body once (not times its trip count)."""
-    x = jnp.ones((8, 8))
-    loop = jax.jit(lambda x: jax.lax.fori_loop(0, 4, lambda i, c: c @ x, x))
-    return cost_flops(loop.lower(x).compile()) < 3 * 2 * 8**3
+    compiled = trainer.chunk(length).lower(state, data, key).compile()
+    return compiled, data, key, time.perf_counter() - start
 
 
 def cost_flops(compiled) -> float:
@@ -103,21 +95,15 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def peak_flops_per_s(dtype: str, quick: bool, cache: dict = {}) -> float:  # noqa: B006
-    """FLOP/s of a large n x n matmul in `dtype` on the default device (median of 5 calls)."""
-    if dtype not in cache:
-        cpu = jax.default_backend() == "cpu"
-        n = 512 if quick else (2048 if cpu else 8192)
-        a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-        matmul = jax.jit(lambda a: a @ a)
-        for _ in range(2):
-            matmul(a).block_until_ready()
-        seconds = statistics.median(timed(lambda: matmul(a).block_until_ready()) for _ in range(5))
-        cache[dtype] = 2 * n**3 / seconds
-    return cache[dtype]
+def peak_matmul(dtype: str, quick: bool):
+    """(call, its FLOPs): a large n x n matmul in `dtype` on the default device, waited for."""
+    n = 512 if quick else (2048 if jax.default_backend() == "cpu" else 8192)
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    matmul = jax.jit(lambda a: a @ a)
+    return lambda: matmul(a).block_until_ready(), 2 * n**3
 
 
-def torch_reference_call(config, arrays: dict, steps: int):
+def torch_reference_call(config, arrays: dict, steps: int, threads: int = 0):
     """benchmarks/torch_reference.py's call on this backend's device, or None if torch lacks it."""
     from benchmarks import torch_reference
 
@@ -125,41 +111,44 @@ def torch_reference_call(config, arrays: dict, steps: int):
     if device is None or (device == "cuda" and not torch_reference.torch.cuda.is_available()):
         print(f"no torch reference on {jax.default_backend()}", file=sys.stderr)
         return None
-    return torch_reference.make_call(config, arrays, steps, device)
+    return torch_reference.make_call(config, arrays, steps, device, threads)
 
 
 def measure(name: str, args, data_shape: tuple | None) -> dict:
     """One config's row: compile time, steady-state step time, FLOPs, MFU (and torch)."""
     config = load_config(name, args)
-    arrays = train_arrays(config, data_shape)
-    call, state, data, key, compile_s = compiled_call(config, arrays)
+    trainer = trainer_for(config, data_shape)
     k = config.steps_per_call
-    flops_per_call = cost_flops(call)
-    flops = flops_per_call if loop_body_counted_once() else flops_per_call / k
+    state = trainer.parallel.replicate(trainer.initial_state())
+    call, data, key, compile_s = compiled_chunk(trainer, k, state)
+    # Per step: a 1-step call's count (XLA counts a loop body once, or unrolled copies of it).
+    flops = cost_flops(call if k == 1 else compiled_chunk(trainer, 1, state)[0])
     box = {"state": state}
 
     def genjax_call():
         box["state"], metrics = call(box["state"], data, key)
         jax.block_until_ready((box["state"], metrics))
 
-    torch_call = torch_reference_call(config, arrays, k) if args.torch else None
+    arrays = trainer.train_source.to_arrays()
+    arrays = {k: v for k, v in arrays.items() if k in ("image", "point")}
+    torch_call = torch_reference_call(config, arrays, k, args.torch_threads) if args.torch else None
+    matmul, matmul_flops = peak_matmul(config.dtype, args.quick)
+    calls = [genjax_call, matmul] + ([torch_call] if torch_call else [])
     for _ in range(args.warmup):
-        genjax_call()
-        if torch_call:
-            torch_call()
-    genjax_s, torch_s = [], []
-    for _ in range(args.calls):  # alternate, so that load changes hit both alike
-        genjax_s.append(timed(genjax_call) / k)
-        if torch_call:
-            torch_s.append(timed(torch_call) / k)
-    step_s = statistics.median(genjax_s)
-    peak = peak_flops_per_s(config.dtype, args.quick)
+        for fn in calls:
+            fn()
+    seconds = [[] for _ in calls]
+    for _ in range(args.calls):  # in turn, so that load changes hit all of them alike
+        for fn, times in zip(calls, seconds, strict=True):
+            times.append(timed(fn))
+    step_s = statistics.median(seconds[0]) / k
+    peak = matmul_flops / statistics.median(seconds[1])
     row = {
         "config": name,
         "batch": config.batch_size,
         "dtype": config.dtype,
         "steps_per_call": k,
-        "data_shape": list(next(iter(arrays.values())).shape[1:]),
+        "data_shape": "x".join(map(str, next(iter(arrays.values())).shape[1:])),
         "compile_s": compile_s,
         "step_ms": 1e3 * step_s,
         "examples_per_s": config.batch_size / step_s,
@@ -167,10 +156,11 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         "flops_per_s": flops / step_s,
         "peak_flops_per_s": peak,
         "mfu": flops / step_s / peak,
-        "spread": (max(genjax_s) - min(genjax_s)) / step_s,
+        "spread": (max(seconds[0]) - min(seconds[0])) / k / step_s,
     }
     if torch_call:
-        torch_step_s = statistics.median(torch_s)
+        torch_step_s = statistics.median(seconds[2]) / k
+        row["torch_threads"] = sys.modules["torch"].get_num_threads()
         row["torch_examples_per_s"] = config.batch_size / torch_step_s
         row["speedup_vs_torch"] = torch_step_s / step_s
     return row
@@ -178,6 +168,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
 
 COLUMNS = [  # (header, key, format)
     ("config", "config", "{}"),
+    ("data", "data_shape", "{}"),
     ("batch", "batch", "{}"),
     ("dtype", "dtype", "{}"),
     ("K", "steps_per_call", "{}"),
@@ -192,8 +183,8 @@ COLUMNS = [  # (header, key, format)
 ]
 
 
-def markdown(rows: list[dict]) -> str:
-    """The rows as a markdown table (torch columns only when measured)."""
+def markdown(rows: list[dict], load: tuple[float, float]) -> str:
+    """The rows as a markdown table (torch columns only when measured), machine and load."""
     cols = [c for c in COLUMNS if any(c[1] in r for r in rows)]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -205,7 +196,8 @@ def markdown(rows: list[dict]) -> str:
             cells.append("" if value is None else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()}, {os.cpu_count()} CPUs"
-    return "\n".join(lines) + f"\n\n{device}; jax {jax.__version__}\n"
+    note = f"1-min load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
+    return "\n".join(lines) + f"\n\n{device}; jax {jax.__version__}; {note}\n"
 
 
 def parse_args(argv=None):
@@ -216,6 +208,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype")
     p.add_argument("--data_shape", help="random data of this shape, e.g. 64,64,3 (images)")
     p.add_argument("--torch", action="store_true", help="time the PyTorch eager reference too")
+    p.add_argument("--torch_threads", type=int, default=0, help="0 = this machine's cores")
     p.add_argument("--calls", type=int, default=20, help="timed calls (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after compiling")
     p.add_argument("--quick", action="store_true", help="3 calls, 1 warm-up, small peak matmul")
@@ -234,11 +227,11 @@ def main(argv=None) -> list[dict]:
     if unknown:
         sys.exit(f"unknown config {unknown}; valid: all, {', '.join(CONFIGS)}")
     shape = tuple(int(d) for d in args.data_shape.split(",")) if args.data_shape else None
-    rows = []
+    rows, load = [], os.getloadavg()[0]
     for name in names:
         rows.append(measure(name, args, shape))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    table = markdown(rows)
+    table = markdown(rows, (load, os.getloadavg()[0]))
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

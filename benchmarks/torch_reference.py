@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -155,14 +156,20 @@ def gradient_penalty(critic, real, fake, weight):
 
 
 def _adam(params, config, lr):
+    """Adam (optax's defaults: eps 1e-8) or SGD, by optim.name; no schedule (same cost)."""
+    if config.optim.get("name", "adam") == "sgd":
+        return torch.optim.SGD(params, lr=lr)
     return torch.optim.Adam(params, lr=lr, betas=(config.optim.b1, config.optim.b2), eps=1e-8)
 
 
-def make_call(config, arrays: dict, steps: int, device: str = "cpu"):
-    """A function running `steps` PyTorch train steps of `config` and waiting for them."""
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: int = 0):
+    """A function running `steps` PyTorch train steps of `config` and waiting for them.
+
+    `threads`: torch's intra-op threads; 0 = the cores this process may use.
+    """
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     kind = "point" if "point" in arrays else "image"
-    raw = torch.as_tensor(arrays[kind]).to(device)
+    raw = torch.from_numpy(np.array(arrays[kind])).to(device)  # a writable copy
     shape = tuple(raw.shape[1:])
     data = raw.permute(0, 3, 1, 2).contiguous() if kind == "image" else raw
     first, second = (m.to(device).train() for m in build(config, shape))

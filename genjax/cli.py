@@ -46,8 +46,8 @@ def config_from_flags(name: str = "config"):
 
 def run_or_exit(fn: Callable[[], object]) -> None:
     """Runs `fn`; a ConfigError becomes one line on stderr and exit code 2."""
-    for name in ("orbax", "absl", "jax._src.xla_bridge"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("orbax", "absl", "jax._src.xla_bridge"):  # orbax speaks through absl logging
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         fn()
     except ConfigError as e:

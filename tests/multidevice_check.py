@@ -59,9 +59,7 @@ def final_params(config, devices, mode, on_device, dataset):
 
 def max_violation(a, b, rtol=1e-5, atol=1e-6):
     """max over leaves of |a - b| / (atol + rtol |b|): <= 1 means allclose holds."""
-    a, b = (
-        [x for x in jax.tree.leaves(t) if np.asarray(x).dtype.kind == "f"] for t in (a, b)
-    )
+    a, b = ([x for x in jax.tree.leaves(t) if np.asarray(x).dtype.kind == "f"] for t in (a, b))
     leaves = jax.tree.leaves(
         jax.tree.map(
             lambda x, y: (

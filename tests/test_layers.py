@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from genjax.models import layers
 from genjax.models.layers import DownConv2x, UpConv2x, dcgan_init, sampled_as_matrix
 
 KEY = jax.random.key(0, impl="rbg")  # compiles faster than threefry on XLA:CPU
@@ -61,8 +62,15 @@ CASES = [  # (layer, input shape (B, H, W, C), features, use_bias)
 ]
 
 
+@pytest.fixture(params=[True, False], ids=["explicit_grads", "autodiff"])
+def gradients(request, monkeypatch):
+    """Both formulations: the gradients written out (XLA:CPU's) and JAX's own (elsewhere)."""
+    monkeypatch.setattr(layers, "EXPLICIT_GRADIENTS", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("layer,shape,features,use_bias", CASES)
-def test_equals_flax_strided_conv_forward_and_gradients(layer, shape, features, use_bias):
+def test_equals_flax_strided_conv_and_its_gradients(layer, shape, features, use_bias, gradients):
     name, ours, theirs = pair(layer, features, use_bias)
     x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
     variables = random_params(ours.init(KEY, x))
@@ -98,6 +106,25 @@ def test_parameters_are_those_of_flax_conv_transpose_same_init():
     assert jax.tree.structure(ours) == jax.tree.structure(plain)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(plain), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("layer", [UpConv2x, DownConv2x])
+def test_second_order_gradients_equal_autodiff(layer, monkeypatch):
+    # WGAN-GP differentiates a gradient norm: the written-out gradients must be differentiable.
+    module = layer(3, kernel_init=dcgan_init)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 6, 2)), jnp.float32)
+    variables = random_params(module.init(KEY, x))
+
+    def penalty(v):
+        g = jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(v, x))))(x)
+        return jnp.sum(g**2)
+
+    results = []
+    for explicit in (True, False):
+        monkeypatch.setattr(layers, "EXPLICIT_GRADIENTS", explicit)
+        results.append(jax.jit(jax.grad(penalty))(variables))
+    for a, b in zip(*map(jax.tree.leaves, results), strict=True):
+        assert_close(a, b)
 
 
 def test_gradients_inside_scan_equal_those_outside():

@@ -1,8 +1,8 @@
 """Building blocks shared by the conv models, each swappable on its own.
 
-`UpConv2x` is the one place that doubles a feature map's height and width, so a faster
-formulation (e.g. sub-pixel: conv to 4x channels, then depth-to-space; Shi et al. 2016)
-replaces it everywhere at once.
+`UpConv2x` / `DownConv2x` are the one place that doubles / halves a feature map's height and
+width: flax's strided ConvTranspose / Conv, computed faster (sub-pixel upsampling, Shi et al.
+2016; on XLA:CPU gradients that stay fast inside lax.scan) with the same params and values.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+from jax import lax
 
 # Radford et al. 2016, sec. 4: "all weights were initialized from a zero-centered Normal
 # distribution with standard deviation 0.02".
@@ -40,43 +42,107 @@ def square_levels(side: int) -> tuple[int, int] | None:
     return (side, n) if n >= 1 and 4 <= side <= 7 else None
 
 
-def upsample2x(x, kernel):
-    """x (B, H, W, C) -> (B, 2H, 2W, O): a 4x4 stride-2 'SAME' transposed conv, as one matmul.
+_NHWC = ("NHWC", "HWIO", "NHWC")
+# Whether the strided convs use the gradients written out below; None: on XLA:CPU only.
+EXPLICIT_GRADIENTS: bool | None = None
 
-    Exactly `lax.conv_transpose(x, kernel, (2, 2), 'SAME')` (flax's ConvTranspose, kernel
-    (4, 4, C, O) unflipped). Per axis, 'SAME' pads the 2x-dilated input by 2, so
-    out[2m] = x[m-1] k[0] + x[m] k[2] and out[2m+1] = x[m] k[1] + x[m+1] k[3]: with x padded
-    by one (xp[i] = x[i-1]), phase p at m is the 2-tap window xp[m+p : m+p+2] with taps
-    k[2a+p]. So one 2x2 conv of xp to 4 O channels (p_y, p_x, o) at (H+1) x (W+1) places holds
-    all four phases, and phase (p_y, p_x) is read at offset (p_y, p_x) (sub-pixel conv, Shi et
-    al. 2016). Written as patches @ matrix: XLA:CPU runs the gradients of a conv inside a
-    while loop (lax.scan) ~30x slower than a dot's (measured, jax 0.10.2).
+
+def _conv(x, kernel, padding, stride=1):
+    """lax.conv_general_dilated on NHWC inputs and HWIO kernels."""
+    return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_NHWC)
+
+
+def _flip_io(kernel):
+    """The kernel of the adjoint conv: spatially flipped, in and out swapped (an involution)."""
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
+def _conv_down(x, kernel):
+    """A 4x4 stride-2 'SAME' conv: 'SAME' pads 1 before and 1 + (size odd) after."""
+    h, w = x.shape[1:3]
+    return _conv(x, kernel, ((1, 1 + h % 2), (1, 1 + w % 2)), stride=2)
+
+
+def _conv_up(x, kernel):
+    """lax.conv_transpose(x, kernel, (2, 2), 'SAME') (flax's ConvTranspose), sub-pixel style.
+
+    Per axis, 'SAME' pads the 2x-dilated input by 2, so out[2m] = x[m-1] k[0] + x[m] k[2]
+    and out[2m+1] = x[m] k[1] + x[m+1] k[3]: with x padded by one (xp[i] = x[i-1]), phase p
+    at m is the 2-tap window xp[m+p : m+p+2] with taps k[2a+p]. So one stride-1 2x2 conv of
+    xp to 4 O channels (p_y, p_x, o) at (H+1) x (W+1) places holds all four phases, and phase
+    (p_y, p_x) is read at offset (p_y, p_x) (depth-to-space; Shi et al. 2016).
     """
     b, h, w, c = x.shape
     o = kernel.shape[-1]
-    matrix = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 4, 1, 3, 5).reshape(4 * c, 4 * o)
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    patches = jnp.concatenate(
-        [xp[:, a : a + h + 1, e : e + w + 1] for a in (0, 1) for e in (0, 1)], -1
-    )
-    y = (patches @ matrix).reshape(b, h + 1, w + 1, 2, 2, o)
+    kernel = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * o)
+    y = _conv(x, kernel, ((1, 1), (1, 1))).reshape(b, h + 1, w + 1, 2, 2, o)
     rows = [jnp.stack([y[:, p : p + h, q : q + w, p, q] for q in (0, 1)], 3) for p in (0, 1)]
     return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, o)
 
 
-def downsample2x(x, kernel):
-    """x (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), O): a 4x4 stride-2 'SAME' conv, as one matmul.
+def _conv_down_kernel_grad(x, dy):
+    """d kernel of `_conv_down(x, kernel)` for the output cotangent dy: patches(x)^T @ dy.
 
-    Exactly `lax.conv_general_dilated(x, kernel, (2, 2), 'SAME')`: 'SAME' pads 1 before and
-    1 + (size odd) after; the 16 strided views of the padded input are the 4x4 patches
-    (im2col), and the kernel reshaped to (16 C, O) multiplies them. A matmul for the reason
-    given in `upsample2x`.
+    The patches are the 16 strided views of the padded x (im2col); a dot, unlike the automatic
+    kernel-gradient conv, runs at full speed inside a while loop on XLA:CPU.
     """
-    b, h, w, c = x.shape
-    ho, wo = (h + 1) // 2, (w + 1) // 2
+    (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
     xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
     views = [xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(4) for j in range(4)]
-    return jnp.concatenate(views, -1) @ kernel.reshape(16 * c, kernel.shape[-1])
+    patches = jnp.concatenate(views, -1).reshape(-1, 16 * c)
+    return (patches.T @ dy.reshape(-1, o)).reshape(4, 4, c, o)
+
+
+@jax.custom_vjp
+def _down_cpu(x, kernel):
+    return _conv_down(x, kernel)
+
+
+@jax.custom_vjp
+def _up_cpu(x, kernel):
+    return _conv_up(x, kernel)
+
+
+def _down_bwd(residuals, dy):  # the stride-2 conv's adjoint is the transposed conv
+    x, kernel = residuals
+    dx = _up_cpu(dy, _flip_io(kernel))[:, : x.shape[1], : x.shape[2]]  # odd sizes: crop
+    return dx, _conv_down_kernel_grad(x, dy)
+
+
+def _up_bwd(residuals, dy):  # up(., k) is the adjoint of down(., flip_io(k))
+    x, kernel = residuals
+    return _down_cpu(dy, _flip_io(kernel)), _flip_io(_conv_down_kernel_grad(dy, x))
+
+
+_down_cpu.defvjp(lambda x, kernel: (_conv_down(x, kernel), (x, kernel)), _down_bwd)
+_up_cpu.defvjp(lambda x, kernel: (_conv_up(x, kernel), (x, kernel)), _up_bwd)
+
+
+def _explicit_gradients() -> bool:
+    if EXPLICIT_GRADIENTS is None:
+        return jax.default_backend() == "cpu"
+    return EXPLICIT_GRADIENTS
+
+
+def downsample2x(x, kernel):
+    """x (B, H, W, C) -> (B, ceil(H/2), ceil(W/2), O): a 4x4 stride-2 'SAME' conv.
+
+    Exactly `lax.conv_general_dilated(x, kernel, (2, 2), 'SAME')`. On XLA:CPU its gradients
+    are written out (`_down_bwd`): the automatic ones are convs in layouts that XLA:CPU makes
+    canonical only outside while loops; inside lax.scan, i.e. in every train step, they ran
+    30-80x slower (measured, jax 0.10.2).
+    """
+    return (_down_cpu if _explicit_gradients() else _conv_down)(x, kernel)
+
+
+def upsample2x(x, kernel):
+    """x (B, H, W, C) -> (B, 2H, 2W, O): a 4x4 stride-2 'SAME' transposed conv (`_conv_up`).
+
+    Exactly `lax.conv_transpose(x, kernel, (2, 2), 'SAME')`, with no stride-2 transposed conv,
+    whose kernel gradient XLA:CPU runs slowly; on XLA:CPU with gradients written out, as in
+    `downsample2x`.
+    """
+    return (_up_cpu if _explicit_gradients() else _conv_up)(x, kernel)
 
 
 class Conv4x4Params(nn.Module):
