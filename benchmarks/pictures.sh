@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Trains every default config and makes README's pictures and training times.
-#   bash benchmarks/pictures.sh [RUNS_DIR]      (writes docs/*.png and docs/train_times.md)
+#   bash benchmarks/pictures.sh [RUNS_DIR [CONFIG ...]]
+# writes docs/CONFIG.png (and docs/CONFIG_reconstruct.png for VAEs) and the wall times
+# to docs/train_times.md; default: every config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-runs/pictures}
+shift || true
+configs=("$@")
+[ ${#configs[@]} -gt 0 ] || configs=(gan_ring8 gan_grid25 gan_mlp_mnist dcgan_mnist vae_mlp_mnist vae_conv_mnist)
 mkdir -p "$runs" docs
 echo "| config | steps | wall time (s) | final losses |" > docs/train_times.md
 echo "|---|---|---|---|" >> docs/train_times.md
-for name in gan_ring8 gan_grid25 gan_mlp_mnist dcgan_mnist vae_mlp_mnist vae_conv_mnist; do
+for name in "${configs[@]}"; do
   rm -rf "$runs/$name"
   start=$(date +%s.%N)
   python train.py --config "configs/$name.py" --workdir "$runs/$name" 2>/dev/null
