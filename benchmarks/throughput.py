@@ -1,15 +1,15 @@
 """Training throughput of the compiled call train.py runs: ms/step, examples/s, FLOPs and MFU.
 
 python benchmarks/throughput.py --config all [--batch B] [--steps_per_call K] [--dtype D]
-    [--data_shape 64,64,3] [--torch] [--json FILE] [--markdown FILE] [--quick]
+    [--data_shape 64,64,3] [--torch [--torch_threads N]] [--json FILE] [--markdown FILE] [--quick]
 
 Per config (configs/NAME.py) the call timed is genjax.train.Trainer's own compiled chunk
 (guarded step, make_chunk with the config's data path, DataParallel.compile), on the config's
 embedded data set or on random data of --data_shape. Steady-state time is the
 median of --calls timed calls after --warmup, each ending in block_until_ready; with --torch
 the PyTorch eager reference (benchmarks/torch_reference.py) is timed in alternation with it,
-so the ratio holds under a changing machine load. FLOPs per step come from XLA's cost
-analysis of the compiled call; the peak is a large matmul in the same dtype, timed here.
+as is the peak (a large matmul in the same dtype), so ratios hold under a changing machine
+load. FLOPs per step: XLA's cost analysis of the compiled 1-step call.
 Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
 """
 

@@ -112,11 +112,11 @@ def gaussian_kl(mean, logvar):
 def bernoulli_log_likelihood(logits, x):
     """log Bernoulli(x; sigmoid(logits)) summed per example; x in [0, 1] (Kingma 2013, C.1).
 
-    x log sigmoid(l) + (1 - x) log sigmoid(-l): exact for binary x, the usual
-    cross-entropy for grey levels.
+    x log sigmoid(l) + (1 - x) log sigmoid(-l) = x l - softplus(l) (one transcendental, not
+    two): exact for binary x, the usual cross-entropy for grey levels.
     """
     logits, x = _f32(logits, x)
-    per_pixel = x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+    per_pixel = x * logits - jax.nn.softplus(logits)
     return _sum_per_example(per_pixel)
 
 
