@@ -305,6 +305,7 @@ class Trainer:
         writer = MetricWriter(self.workdir, resume_step=step) if self.is_writer else None
         state = self.parallel.replicate(state)
         train_key = jax.random.fold_in(self.key, 0)
+        one = self.parallel.unreplicate  # only at events: under pmap it slices every leaf
 
         def save(step, state):
             self._check_finite(state)
@@ -340,7 +341,6 @@ class Trainer:
                     step += length
                     bar.update(length)
                     final = step == c.num_steps
-                    host_state = self.parallel.unreplicate(state)  # lazy: pmap slices on use
                     if _due(step, c.log_every) or final:
                         values = jax.device_get(self.parallel.unreplicate(metrics))
                         values = {k: float(v) for k, v in values.items()}
@@ -350,15 +350,15 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
                         if writer:
                             writer.scalars(step, values)
-                        self._check_finite(host_state)
+                        self._check_finite(one(state))
                     if writer and (_due(step, c.sample_every) or final):
-                        writer.picture(step, self.sample_picture(host_state.model))
+                        writer.picture(step, self.sample_picture(one(state).model))
                     if _due(step, c.eval_every):
-                        self._evaluate(step, host_state.model, writer)
+                        self._evaluate(step, one(state).model, writer)
                     if _due(step, c.checkpoint_every) or final:
-                        save(step, host_state)
+                        save(step, one(state))
                     if preemption.reached(step):
-                        save(step, host_state)
+                        save(step, one(state))
                         log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
                         break
         finally:
