@@ -1,7 +1,8 @@
 """Training throughput of the compiled call train.py runs: ms/step, examples/s, FLOPs and MFU.
 
 python benchmarks/throughput.py --config all [--batch B] [--steps_per_call K] [--dtype D]
-    [--data_shape 64,64,3] [--torch [--torch_threads N]] [--json FILE] [--markdown FILE] [--quick]
+    [--data_shape 64,64,3] [--torch [--torch_threads N]] [--loop] [--host_data]
+    [--json FILE] [--markdown FILE] [--quick]
 
 Per config (configs/NAME.py) the call timed is genjax.train.Trainer's own compiled chunk
 (guarded step, make_chunk with the config's data path, DataParallel.compile), on the config's
@@ -11,6 +12,15 @@ the PyTorch eager reference (benchmarks/torch_reference.py) is timed in alternat
 as is the peak (a large matmul in the same dtype), so ratios hold under a changing machine
 load. FLOPs per step: XLA's cost analysis of the compiled 1-step call.
 Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
+
+--loop also runs train.py's whole loop (Trainer.run, the config's own log, sample and
+checkpoint intervals) in a temporary workdir for checkpoint_every + 2 * log_every steps, and
+reports its steady-state rate: the median of metrics.jsonl's steps_per_sec after the first
+log interval (which holds compilation), as `loop_steps_per_s`, and that over the timed
+call's rate as `loop_fraction`; `loop_fraction_mean` uses all the steps after the first
+interval instead of the median, so the sample and checkpoint stalls count in full.
+--host_data sets data.on_device=False: batches come from the grain pipeline on the host
+(the timed call reuses one such batch; the loop reads them as train.py does).
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ def load_config(name: str, args):
         value = getattr(args, "batch" if key == "batch_size" else key)
         if value is not None:
             config[key] = value
+    if args.host_data:
+        config.data.on_device = False
     validate(config)
     return config
 
@@ -61,9 +73,9 @@ def random_source(data_shape: tuple) -> ArraySource:
     return ArraySource({"image": images}, "image", None)
 
 
-def trainer_for(config, data_shape: tuple | None) -> Trainer:
+def trainer_for(config, data_shape: tuple | None, workdir: Path | None = None) -> Trainer:
     """train.py's Trainer for `config`; with `data_shape`, on random data of that shape."""
-    trainer = Trainer(config, Path(tempfile.gettempdir()) / "genjax-throughput-unused")
+    trainer = Trainer(config, workdir or Path(tempfile.gettempdir()) / "genjax-throughput-unused")
     if data_shape is not None:
         trainer.train_source = random_source(data_shape)
         trainer.experiment = experiment.build(config, data_shape)
@@ -112,6 +124,22 @@ def torch_reference_call(config, arrays: dict, steps: int, threads: int = 0):
         print(f"no torch reference on {jax.default_backend()}", file=sys.stderr)
         return None
     return torch_reference.make_call(config, arrays, steps, device, threads)
+
+
+def loop_rate(config, data_shape: tuple | None) -> tuple[float, float]:
+    """train.py's loop run for checkpoint_every + 2 log intervals in a temporary workdir:
+    (median steps/s over the log intervals after the first, steps/s over all of them)."""
+    config = config.copy_and_resolve_references()
+    config.num_steps = min(config.num_steps, config.checkpoint_every + 2 * config.log_every)
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer_for(config, data_shape, Path(workdir)).run()
+        lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    # the intervals after the first
+    steps = [b["step"] - a["step"] for a, b in zip(rows[:-1], rows[1:], strict=True)]
+    rates = [r["steps_per_sec"] for r in rows[1:]]
+    seconds = sum(n / rate for n, rate in zip(steps, rates, strict=True))
+    return statistics.median(rates), sum(steps) / seconds
 
 
 def measure(name: str, args, data_shape: tuple | None) -> dict:
@@ -163,6 +191,11 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         row["torch_threads"] = sys.modules["torch"].get_num_threads()
         row["torch_examples_per_s"] = config.batch_size / torch_step_s
         row["speedup_vs_torch"] = torch_step_s / step_s
+    if args.loop:
+        median_rate, mean_rate = loop_rate(config, data_shape)
+        row["loop_steps_per_s"] = median_rate
+        row["loop_fraction"] = median_rate * step_s
+        row["loop_fraction_mean"] = mean_rate * step_s
     return row
 
 
@@ -180,6 +213,9 @@ COLUMNS = [  # (header, key, format)
     ("MFU", "mfu", "{:.1%}"),
     ("torch ex/s", "torch_examples_per_s", "{:,.0f}"),
     ("vs torch", "speedup_vs_torch", "{:.2f}x"),
+    ("train.py steps/s", "loop_steps_per_s", "{:,.0f}"),
+    ("train.py / call", "loop_fraction", "{:.0%}"),
+    ("(mean)", "loop_fraction_mean", "{:.0%}"),
 ]
 
 
@@ -209,6 +245,8 @@ def parse_args(argv=None):
     p.add_argument("--data_shape", help="random data of this shape, e.g. 64,64,3 (images)")
     p.add_argument("--torch", action="store_true", help="time the PyTorch eager reference too")
     p.add_argument("--torch_threads", type=int, default=0, help="0 = this machine's cores")
+    p.add_argument("--loop", action="store_true", help="also time train.py's loop (see above)")
+    p.add_argument("--host_data", action="store_true", help="data.on_device=False (grain)")
     p.add_argument("--calls", type=int, default=20, help="timed calls (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after compiling")
     p.add_argument("--quick", action="store_true", help="3 calls, 1 warm-up, small peak matmul")

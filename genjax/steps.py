@@ -12,6 +12,7 @@ al. 2017, Algorithm 1) and 1 for VAEs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -314,26 +315,38 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def _model_variables(model) -> dict:
+    """The state's parameters and BatchNorm statistics: every field but the optimiser states."""
+    return {
+        f.name: getattr(model, f.name)
+        for f in dataclasses.fields(model)
+        if not f.name.endswith("opt_state")
+    }
+
+
 def guard_nonfinite(step: Callable, family: str, mode: str) -> Callable:
     """Wraps a model step: an update whose losses or new state are not finite is not applied.
 
     'skip' drops that update and counts it (vdvae's remedy); 'stop' also freezes the state
     from then on, so the last good state is what remains, and records the step and its
-    metrics for the loop to report. A NaN/Inf gradient always reaches the new params
-    through Adam, so checking the new state covers the gradients.
+    metrics for the loop to report. Only the metrics and the new parameters and statistics
+    are checked, not the optimiser state (2x the parameters): a NaN/Inf gradient reaches the
+    new params through SGD or Adam (an infinite second moment gives inf/inf = NaN), so
+    checking them covers the gradients. The old state is kept with `lax.cond`, which selects
+    whole buffers instead of an elementwise `where` over every leaf.
     """
     names = METRICS[family]
 
     def guarded(ts: TrainState, batch, key):
         model, metrics = step(ts.model, batch, key)
         assert tuple(sorted(metrics)) == names, (sorted(metrics), names)
-        finite = _all_finite((metrics, model))
+        finite = _all_finite((metrics, _model_variables(model)))
         ok = finite & (ts.nonfinite_step < 0) if mode == "stop" else finite
-        kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), model, ts.model)
+        kept = lax.cond(ok, lambda: model, lambda: ts.model.replace(step=model.step))
         first = ~finite & (ts.nonfinite_step < 0)
         values = jnp.stack([jnp.asarray(metrics[k], jnp.float32) for k in names])
         ts = TrainState(
-            model=kept.replace(step=model.step),
+            model=kept,
             skipped=ts.skipped + (~ok).astype(jnp.int32),
             nonfinite_step=jnp.where(first, ts.model.step, ts.nonfinite_step),
             nonfinite_values=jnp.where(first, values, ts.nonfinite_values),
