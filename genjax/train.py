@@ -194,9 +194,7 @@ class Trainer:
     def chunk(self, length: int) -> Callable:
         """The compiled call running `length` guarded steps (compiled once per length)."""
         if length not in self._chunks:
-            step = guard_nonfinite(
-                self.experiment.step(), self.experiment.family, self.config.nonfinite
-            )
+            step = guard_nonfinite(self.experiment.step(), self.experiment.family)
             fn = make_chunk(
                 step,
                 length,

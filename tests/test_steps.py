@@ -71,3 +71,58 @@ def test_steps_per_call_does_not_change_the_result():
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     start = jax.device_get(_ring_experiment().init_state(jax.random.PRNGKey(0)))
     assert not np.allclose(jax.tree.leaves(start.g_params)[0], jax.tree.leaves(one.g_params)[0])
+
+
+def _poisoned_step(c, data_shape, dataset, poison):
+    """One compiled step from a state whose `poison(state)` put a NaN in a weight."""
+    exp = experiment.build(c, data_shape)
+    par = DataParallel("shard_map")
+    state = poison(exp.init_state(jax.random.PRNGKey(0)))
+    chunk = par.compile(
+        make_chunk(exp.step(), 1, True, exp.data_per_step, c.batch_size), data_sharded=False
+    )
+    before = jax.device_get(state)
+    after, metrics = chunk(par.replicate(state), par.replicate(dataset), jax.random.PRNGKey(1))
+    return before, jax.device_get(after), jax.device_get(metrics)
+
+
+def _nan_in_first_kernel(params):
+    leaves, treedef = jax.tree.flatten(params)
+    leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(np.nan)
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def _assert_unchanged(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)  # NaN equals NaN here
+
+
+def test_a_vae_update_with_a_nonfinite_loss_is_not_applied():
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.z_dim = "vae_mlp", 16, 2
+    c.batch_size = 8
+    images = np.random.default_rng(0).integers(0, 256, (32, 4, 4, 1), dtype=np.uint8)
+    poison = lambda s: s.replace(params=_nan_in_first_kernel(s.params))  # noqa: E731
+    before, after, metrics = _poisoned_step(c, (4, 4, 1), {"image": images}, poison)
+    assert int(metrics["skipped"]) == 1 and not np.isfinite(metrics["loss"])
+    assert int(after.step) == 1
+    _assert_unchanged(before.params, after.params)
+    _assert_unchanged(before.opt_state, after.opt_state)
+
+    clean = lambda s: s  # noqa: E731
+    before, after, metrics = _poisoned_step(c, (4, 4, 1), {"image": images}, clean)
+    assert int(metrics["skipped"]) == 0
+    assert not np.array_equal(jax.tree.leaves(before.params)[0], jax.tree.leaves(after.params)[0])
+
+
+def test_gan_updates_with_nonfinite_losses_are_not_applied_and_are_counted():
+    c = base_config()
+    c.model.name, c.model.hidden = "toy_mlp", 16
+    c.batch_size, c.gan.n_critic = 8, 3
+    points = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+    poison = lambda s: s.replace(d_params=_nan_in_first_kernel(s.d_params))  # noqa: E731
+    before, after, metrics = _poisoned_step(c, (2,), {"point": points}, poison)
+    # Every critic update sees a NaN critic, and so does the generator's.
+    assert int(metrics["skipped"]) == c.gan.n_critic + 1
+    for field in ("g_params", "d_params", "g_opt_state", "d_opt_state"):
+        _assert_unchanged(getattr(before, field), getattr(after, field))
