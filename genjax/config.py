@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.gan.loss = "nonsaturating"
     c.gan.n_critic = 1  # discriminator updates per generator update
     c.gan.gp_weight = 10.0  # WGAN-GP lambda
+    c.gan.pack = 1  # PacGAN (Lin et al. 2018): D judges `pack` samples at once; 1 = plain GAN
 
     c.vae = ml_collections.ConfigDict()
     c.vae.likelihood = "bernoulli"
@@ -120,6 +121,12 @@ def validate(config) -> None:
         f"config.gan.loss={config.gan.loss!r}; valid: {', '.join(GAN_LOSSES)}",
     )
     _check(config.gan.n_critic >= 1, f"config.gan.n_critic must be >= 1, got {config.gan.n_critic}")
+    _check(config.gan.pack >= 1, f"config.gan.pack must be >= 1, got {config.gan.pack}")
+    _check(
+        config.batch_size % config.gan.pack == 0,
+        f"config.batch_size={config.batch_size} must be a multiple of "
+        f"config.gan.pack={config.gan.pack}",
+    )
     _check(
         config.vae.likelihood in LIKELIHOODS,
         f"config.vae.likelihood={config.vae.likelihood!r}; valid: {', '.join(LIKELIHOODS)}",

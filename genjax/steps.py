@@ -138,12 +138,25 @@ def gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.Gradient
     return _optimizer(config, config.optim.lr), _optimizer(config, d_lr, config.gan.n_critic)
 
 
+def pack(x: jax.Array, m: int) -> jax.Array:
+    """PacGAN's packing (Lin et al. 2018): m consecutive examples concatenated along the last
+    (feature or channel) axis, (B, ..., C) -> (B / m, ..., m * C); the identity for m = 1."""
+    if m == 1:
+        return x
+    b, *rest, c = x.shape
+    if b % m:
+        raise ValueError(f"a per-device batch of {b} cannot be packed by gan.pack={m}")
+    x = x.reshape(b // m, m, *rest, c)
+    return jnp.moveaxis(x, 1, -2).reshape(b // m, *rest, m * c)
+
+
 def init_gan_state(config, models, data_shape, key) -> GANState:
     generator, discriminator = models
     g_tx, d_tx = gan_optimizers(config)
     g_key, d_key = jax.random.split(key)
     g_params, g_stats = _init(generator, g_key, jnp.zeros((1, config.model.z_dim)))
-    d_params, d_stats = _init(discriminator, d_key, jnp.zeros((1, *data_shape)))
+    packed_shape = (*data_shape[:-1], config.gan.pack * data_shape[-1])
+    d_params, d_stats = _init(discriminator, d_key, jnp.zeros((1, *packed_shape)))
     return GANState(
         step=jnp.zeros((), jnp.int32),
         g_params=g_params,
@@ -156,8 +169,13 @@ def init_gan_state(config, models, data_shape, key) -> GANState:
 
 
 def make_gan_step(config, models) -> Callable:
-    """One GAN step: `n_critic` discriminator updates, then one generator update."""
+    """One GAN step: `n_critic` discriminator updates, then one generator update.
+
+    With gan.pack = m the discriminator judges packs of m real or m generated examples
+    (PacGAN); the losses average over packs.
+    """
     generator, discriminator = models
+    m = config.gan.pack
     g_tx, d_tx = gan_optimizers(config)
     d_loss_fn, g_loss_fn = objectives.ADVERSARIAL_LOSSES[config.gan.loss]
     use_penalty = config.gan.loss == "wgan_gp"
@@ -170,7 +188,8 @@ def make_gan_step(config, models) -> Callable:
         z_key, gp_key = jax.random.split(key)
         b = real.shape[0]
         fake, g_stats = _apply_train(generator, state.g_params, state.g_stats, latents(z_key, b))
-        fake = lax.stop_gradient(fake)
+        fake = pack(lax.stop_gradient(fake), m)
+        real = pack(real, m)
 
         def loss_fn(d_params):
             real_logits, stats = _apply_train(discriminator, d_params, state.d_stats, real)
@@ -178,7 +197,7 @@ def make_gan_step(config, models) -> Callable:
             loss = d_loss_fn(real_logits, fake_logits)
             penalty = jnp.zeros(())
             if use_penalty:
-                eps = per_example_noise(jax.random.uniform, gp_key, (b,))
+                eps = per_example_noise(jax.random.uniform, gp_key, (b // m,))
                 critic = lambda x: _apply_train(discriminator, d_params, stats, x)[0]  # noqa: E731
                 penalty = objectives.gradient_penalty(
                     critic, real, fake, eps, weight=config.gan.gp_weight
@@ -211,7 +230,9 @@ def make_gan_step(config, models) -> Callable:
 
         def loss_fn(g_params):
             fake, g_stats = _apply_train(generator, g_params, state.g_stats, z)
-            fake_logits, d_stats = _apply_train(discriminator, state.d_params, state.d_stats, fake)
+            fake_logits, d_stats = _apply_train(
+                discriminator, state.d_params, state.d_stats, pack(fake, m)
+            )
             return g_loss_fn(fake_logits), (g_stats, d_stats)
 
         (loss, (g_stats, d_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

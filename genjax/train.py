@@ -143,6 +143,13 @@ class Trainer:
                 f"{self.parallel.num_devices} devices; use a multiple of "
                 f"{self.parallel.num_devices}"
             )
+        local = config.batch_size // self.parallel.num_devices
+        if local % config.gan.pack:
+            raise ConfigError(
+                f"config.gan.pack={config.gan.pack} does not divide the per-device batch of "
+                f"{local} (batch_size {config.batch_size} over {self.parallel.num_devices} "
+                "devices)"
+            )
         self.train_source, self.test_source = resolve_sources(config.data)
         self.experiment = experiment_lib.build(config, self.train_source.shape)
         self.is_writer = jax.process_index() == 0

@@ -64,6 +64,7 @@ BAD_TRAIN_FLAGS = {
     "unknown parallel mode": (["--config.parallel=gpus"], ["gpus", "shard_map"]),
     "unknown nonfinite policy": (["--config.nonfinite=ignore"], ["ignore", "skip"]),
     "decay outside [0, 1]": (["--config.optim.decay_from=1.5"], ["decay_from"]),
+    "pack does not divide the batch": (["--config.gan.pack=3"], ["gan.pack=3", "batch_size"]),
     "npz path is a directory": (["--config.data.train=npz:/tmp"], ["/tmp"]),
     "unknown scheme": (["--config.data.train=s3:bucket/x"], ["s3:bucket/x", "folder:DIR"]),
     "malformed flag": (["--config.num_steps"], ["num_steps"]),

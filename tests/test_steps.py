@@ -126,3 +126,33 @@ def test_gan_updates_with_nonfinite_losses_are_not_applied_and_are_counted():
     assert int(metrics["skipped"]) == c.gan.n_critic + 1
     for field in ("g_params", "d_params", "g_opt_state", "d_opt_state"):
         _assert_unchanged(getattr(before, field), getattr(after, field))
+
+
+def test_pack_concatenates_consecutive_examples_along_the_last_axis():
+    from genjax.steps import pack
+
+    points = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.testing.assert_array_equal(pack(points, 3), [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]])
+    images = np.random.default_rng(0).normal(size=(4, 3, 3, 2)).astype(np.float32)
+    packed = np.asarray(pack(images, 2))
+    assert packed.shape == (2, 3, 3, 4)
+    np.testing.assert_array_equal(packed[1, ..., :2], images[2])
+    np.testing.assert_array_equal(packed[1, ..., 2:], images[3])
+    assert pack(images, 1) is images
+
+
+@pytest.mark.parametrize("name", ["toy_mlp", "dcgan"])
+def test_a_packed_gan_trains(name):
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.features = name, 16, 8
+    c.batch_size, c.gan.pack = 8, 4
+    shape = (2,) if name == "toy_mlp" else (16, 16, 1)
+    data = (
+        {"point": np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)}
+        if name == "toy_mlp"
+        else {"image": np.random.default_rng(0).integers(0, 256, (64, *shape), dtype=np.uint8)}
+    )
+    before, after, metrics = _poisoned_step(c, shape, data, lambda s: s)
+    kernels = [x.shape for x in jax.tree.leaves(after.d_params) if x.ndim >= 2]
+    assert any(k[-2] == 4 * shape[-1] for k in kernels), kernels  # D sees packs of 4
+    assert int(metrics["skipped"]) == 0 and np.isfinite(metrics["g_loss"])
