@@ -52,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.depth = 2  # MLP hidden layers
     c.model.features = 64  # base channel count of conv models
     c.model.d_norm = "batch"  # DCGAN discriminator normalisation: batch | layer | none
+    # VAE decoders: 0, or an odd K >= 3 for an autoregressive decoder that also sees each
+    # pixel's earlier neighbours in a K x K window (genjax.models.vae.AutoregressiveDecoder)
+    c.model.ar_kernel = 0
+    c.model.ar_hidden = 32  # that neighbourhood network's hidden units
 
     c.gan = ml_collections.ConfigDict()
     c.gan.loss = "nonsaturating"
@@ -146,6 +150,12 @@ def validate(config) -> None:
         config.model.d_norm in ("batch", "layer", "none"),
         f"config.model.d_norm={config.model.d_norm!r}; valid: batch, layer, none",
     )
+    ar = config.model.ar_kernel
+    _check(
+        ar == 0 or (ar >= 3 and ar % 2 == 1),
+        f"config.model.ar_kernel={ar}; valid: 0 (off) or an odd kernel size >= 3",
+    )
+    _check(config.model.ar_hidden >= 1, "config.model.ar_hidden must be >= 1")
     _check(config.model.z_dim >= 1, f"config.model.z_dim must be >= 1, got {config.model.z_dim}")
     _check(config.data.image_size >= 0, "config.data.image_size must be >= 0 (0 = native)")
     _check(bool(config.data.train), "config.data.train is empty; name a data source, e.g. mnist5k")

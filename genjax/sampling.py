@@ -8,8 +8,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from PIL import Image, ImageDraw
 
+from genjax.models.vae import AutoregressiveDecoder, causal_context_at
 from genjax.steps import GANState, VAEState
 
 
@@ -20,17 +22,52 @@ def generator_variables(state) -> dict:
     return {"params": state.params["decoder"], "batch_stats": state.batch_stats["decoder"]}
 
 
-def decode(models, state, z, likelihood: str = "bernoulli") -> jax.Array:
-    """Latents -> data space: images in [0, 1] (NHWC) or 2-D points, in eval mode."""
-    out = models[1 if isinstance(state, VAEState) else 0].apply(
-        generator_variables(state), z, train=False
-    )
+def decode(models, state, z, likelihood: str = "bernoulli", key=None) -> jax.Array:
+    """Latents -> data space: images in [0, 1] (NHWC) or 2-D points, in eval mode.
+
+    VAE images are the likelihood's mean (Bernoulli probabilities, Gaussian means). An
+    autoregressive decoder samples its pixels one by one from `key` and shows each pixel's
+    mean given z and the pixels sampled before it.
+    """
     if isinstance(state, GANState):
+        out = models[0].apply(generator_variables(state), z, train=False)
         return out if out.ndim == 2 else (out + 1.0) / 2.0
-    channels = out.shape[-1] // (2 if likelihood == "gaussian" else 1)
+    decoder = models[1]
+    if isinstance(decoder, AutoregressiveDecoder):
+        key = jax.random.PRNGKey(0) if key is None else key
+        variables = generator_variables(state)
+        return autoregressive_sample(decoder, variables, z, likelihood, key)[1]
+    out = decoder.apply(generator_variables(state), z, train=False)
     if likelihood == "gaussian":
-        return jnp.clip(out[..., :channels], 0.0, 1.0)
+        return jnp.clip(out[..., : out.shape[-1] // 2], 0.0, 1.0)
     return jax.nn.sigmoid(out)
+
+
+def autoregressive_sample(decoder, variables, z, likelihood: str, key):
+    """Ancestral sampling in raster order: pixel n gets the base parameters of z plus those
+    of its causal context in the pixels drawn so far. Returns (the sample, each pixel's mean
+    given z and the pixels before it), both (B, H, W, C); the means are in [0, 1]."""
+    base = decoder.apply(variables, z, False, method="base_out")  # (B, H, W, C * k)
+    b, h, w, ck = base.shape
+    c = ck // 2 if likelihood == "gaussian" else ck
+
+    def pixel(n, carry):
+        x, means = carry
+        i, j = n // w, n % w
+        context = causal_context_at(x, decoder.kernel, i, j)
+        params = base[:, i, j] + decoder.apply(variables, context, method="context_logits")
+        k = jax.random.fold_in(key, n)
+        if likelihood == "gaussian":
+            mean = params[:, :c]
+            value = mean + jnp.exp(params[:, c:]) * jax.random.normal(k, mean.shape)
+        else:
+            mean = jax.nn.sigmoid(params)
+            value = (jax.random.uniform(k, mean.shape) < mean).astype(jnp.float32)
+        return x.at[:, i, j].set(value), means.at[:, i, j].set(mean)
+
+    zeros = jnp.zeros((b, h, w, c), jnp.float32)
+    x, means = lax.fori_loop(0, h * w, pixel, (zeros, zeros))
+    return x, jnp.clip(means, 0.0, 1.0)
 
 
 def encode_mean(models, state: VAEState, x) -> jax.Array:
@@ -42,8 +79,9 @@ def encode_mean(models, state: VAEState, x) -> jax.Array:
 
 def samples(models, state, key, num: int, z_dim: int, likelihood: str = "bernoulli"):
     """`num` draws from the model: z ~ N(0, I) pushed through the generator/decoder."""
-    z = jax.random.normal(key, (num, z_dim))
-    return decode(models, state, z, likelihood)
+    z_key, pixel_key = jax.random.split(key)
+    z = jax.random.normal(z_key, (num, z_dim))
+    return decode(models, state, z, likelihood, pixel_key)
 
 
 def interpolations(
@@ -55,13 +93,13 @@ def interpolations(
     b = jax.random.normal(b_key, (rows, 1, z_dim))
     t = jnp.linspace(0.0, 1.0, steps)[None, :, None]
     z = ((1 - t) * a + t * b).reshape(rows * steps, z_dim)
-    return decode(models, state, z, likelihood)
+    return decode(models, state, z, likelihood, jax.random.fold_in(key, 1))
 
 
-def reconstructions(models, state: VAEState, images_uint8, likelihood="bernoulli"):
+def reconstructions(models, state: VAEState, images_uint8, likelihood="bernoulli", key=None):
     """Pairs (image, reconstruction from the mean of q(z|x)), interleaved."""
     x = jnp.asarray(images_uint8, jnp.float32) / 255.0
-    recon = decode(models, state, encode_mean(models, state, x), likelihood)
+    recon = decode(models, state, encode_mean(models, state, x), likelihood, key)
     return jnp.stack([x, recon], axis=1).reshape(-1, *x.shape[1:])
 
 

@@ -23,6 +23,7 @@ from flax import struct
 from jax import lax
 
 from genjax import objectives
+from genjax.models.vae import decoder_inputs
 from genjax.parallel import AXIS, per_example_noise
 
 
@@ -57,14 +58,16 @@ def _variables(params, stats) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
-def _apply_train(module: nn.Module, params, stats, x):
+def _apply_train(module: nn.Module, params, stats, *inputs):
     """Applies a module in train mode; returns (output, updated batch stats)."""
-    out, updates = module.apply(_variables(params, stats), x, train=True, mutable=["batch_stats"])
+    out, updates = module.apply(
+        _variables(params, stats), *inputs, train=True, mutable=["batch_stats"]
+    )
     return out, updates.get("batch_stats", stats)
 
 
-def _init(module: nn.Module, key, x) -> tuple[Any, Any]:
-    variables = module.init(key, x, train=False)
+def _init(module: nn.Module, key, *inputs) -> tuple[Any, Any]:
+    variables = module.init(key, *inputs, train=False)
     return variables["params"], variables.get("batch_stats", {})
 
 
@@ -279,7 +282,8 @@ def init_vae_state(config, models, data_shape, key) -> VAEState:
     encoder, decoder = models
     e_key, d_key = jax.random.split(key)
     e_params, e_stats = _init(encoder, e_key, jnp.zeros((1, *data_shape)))
-    d_params, d_stats = _init(decoder, d_key, jnp.zeros((1, config.model.z_dim)))
+    z, x = jnp.zeros((1, config.model.z_dim)), jnp.zeros((1, *data_shape))
+    d_params, d_stats = _init(decoder, d_key, *decoder_inputs(decoder, z, x))
     params = {"encoder": e_params, "decoder": d_params}
     return VAEState(
         step=jnp.zeros((), jnp.int32),
@@ -313,7 +317,9 @@ def make_vae_step(config, models) -> Callable:
             )
             eps = per_example_noise(jax.random.normal, z_key, mean.shape)
             z = mean + jnp.exp(0.5 * logvar) * eps
-            out, d_stats = _apply_train(decoder, params["decoder"], state.batch_stats["decoder"], z)
+            inputs = decoder_inputs(decoder, z, x)
+            d_vars = (params["decoder"], state.batch_stats["decoder"])
+            out, d_stats = _apply_train(decoder, *d_vars, *inputs)
             neg_elbo, recon, kl = objectives.negative_elbo(
                 out, x, mean, logvar, likelihood=config.vae.likelihood, beta=config.vae.beta
             )

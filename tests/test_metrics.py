@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 from scipy.stats import multivariate_normal
 
-from genjax.config import ConfigError
+from genjax.config import ConfigError, base_config
 from genjax.data import MIXTURES
 from genjax.metrics import classes, classifier, features, inception, nll, toy
 
@@ -459,3 +459,33 @@ def test_shift_augmentation_moves_the_batch_by_at_most_two_pixels():
         rows, cols = np.nonzero(y[..., 0].sum(0))
         assert abs(rows[0] - 6) <= 2 and abs(cols[0] - 5) <= 2
         np.testing.assert_array_equal(y[0], y[2])  # one offset for the whole batch
+
+
+def test_autoregressive_log_weights_computed_once_per_example_equal_the_direct_ones():
+    from genjax import experiment, objectives
+
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.z_dim, c.model.ar_kernel = "vae_mlp", 16, 3, 3
+    exp = experiment.build(c, (6, 5, 1))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    state = state.replace(params=jax.tree.map(lambda p: p + 0.2, state.params))
+    encode, log_weight = nll.vae_functions(exp.models, "bernoulli")
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(3, 6, 5, 1)) < 0.5, jnp.float32)
+    mean, logvar = encode(state, x)
+    z = jnp.asarray(rng.normal(size=(3, 4, 3)), jnp.float32)
+    lw = log_weight(state, x[:, None], z, mean[:, None], logvar[:, None])
+    assert lw.shape == (3, 4)
+    variables = {"params": state.params["decoder"], "batch_stats": {}}
+    for b in range(3):
+        for s in range(4):
+            out = exp.models[1].apply(variables, z[b, s][None], x[b][None], False)
+            direct = objectives.log_importance_weights(
+                out,
+                x[b][None],
+                z[b, s][None],
+                mean[b][None],
+                logvar[b][None],
+                likelihood="bernoulli",
+            )
+            np.testing.assert_allclose(lw[b, s], direct[0], rtol=1e-5)

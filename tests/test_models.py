@@ -229,3 +229,74 @@ def test_family_of_and_registry_names():
     families |= {"vae_mlp": "vae", "vae_conv": "vae"}
     assert {name: family_of(name) for name in MODELS} == families
     config.validate(config.base_config())  # config.py's view of the registry
+
+
+# ------------------------------------------------------------- autoregressive decoder
+
+
+def autoregressive(likelihood="bernoulli", shape=(6, 5, 2), kernel=3):
+    """(decoder, variables, z, binary x) of a small autoregressive MLP decoder."""
+    from genjax.models.vae import AutoregressiveDecoder
+
+    _, decoder = build(model_config("vae_mlp", ar_kernel=kernel), shape, likelihood=likelihood)
+    assert isinstance(decoder, AutoregressiveDecoder)
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(BATCH, Z_DIM)).astype(np.float32)
+    x = jnp.asarray(rng.uniform(size=(BATCH, *shape)) < 0.5, jnp.float32)
+    variables = jax.jit(lambda k: decoder.init(k, z, x, False))(KEY)
+    # Non-zero context weights everywhere, so that any leak of a pixel into itself shows.
+    variables = jax.tree.map(lambda v: v + 0.3, variables)
+    return decoder, variables, z, x
+
+
+def test_autoregressive_context_matches_the_single_pixel_context():
+    from genjax.models.vae import causal_context, causal_context_at
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 6, 3)), jnp.float32)
+    full = causal_context(x, 5)
+    assert full.shape == (2, 5, 6, 12 * 3)  # 12 earlier neighbours in a 5 x 5 window
+    for i, j in [(0, 0), (2, 3), (4, 5), (1, 0)]:
+        np.testing.assert_array_equal(causal_context_at(x, 5, i, j), full[:, i, j])
+    assert not np.any(full[:, 0, 0])  # the first pixel sees nothing
+
+
+def test_an_autoregressive_pixel_depends_only_on_earlier_pixels():
+    decoder, variables, z, x = autoregressive()
+    run = jax.jit(lambda x: decoder.apply(variables, z, x, False))
+    base = np.asarray(run(x))
+    h, w = x.shape[1:3]
+    for n in [0, 7, h * w - 1]:
+        i, j = divmod(n, w)
+        flipped = np.asarray(run(x.at[:, i, j].set(1.0 - x[:, i, j])))
+        changed = np.any(flipped != base, axis=(0, 3)).reshape(-1)  # per raster pixel
+        assert not changed[: n + 1].any(), f"pixel {n} leaked into itself or earlier pixels"
+        if n < h * w - 1:
+            assert changed[n + 1 :].any(), "the context has no effect"
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_autoregressive_sampling_agrees_with_the_teacher_forced_likelihood(likelihood):
+    from genjax.sampling import autoregressive_sample
+
+    decoder, variables, z, _ = autoregressive(likelihood)
+    x, means = jax.jit(
+        lambda z: autoregressive_sample(decoder, variables, z, likelihood, jax.random.key(3))
+    )(z)
+    # The parameters of each pixel given the sample's earlier pixels, in one parallel pass.
+    params = decoder.apply(variables, z, x, False)
+    channels = x.shape[-1]
+    if likelihood == "bernoulli":
+        assert set(np.unique(x)) <= {0.0, 1.0}
+        expected = jax.nn.sigmoid(params)
+    else:
+        expected = jnp.clip(params[..., :channels], 0.0, 1.0)
+    np.testing.assert_allclose(means, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ar_kernel_is_refused_for_gans_and_even_sizes():
+    with pytest.raises(ConfigError, match="ar_kernel"):
+        build(model_config("dcgan", ar_kernel=3), (28, 28, 1))
+    c = config.base_config()
+    c.model.ar_kernel = 4
+    with pytest.raises(ConfigError, match="odd"):
+        config.validate(c)

@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 
 from genjax import objectives
+from genjax.models.vae import AutoregressiveDecoder
 from genjax.steps import VAEState
 
 MAX_ELEMENTS = 2**24  # data-sized floats per decoder call (rows x pixels)
@@ -29,9 +30,12 @@ def importance_sampled_estimates(encode, log_weight, params, x, keys, k: int, ch
     """(log p(x) estimate, ELBO estimate) per example, from k importance samples each.
 
     encode(params, x) -> (mean, logvar) of q(z|x), each (B, Z). log_weight(params, x, z, mean,
-    logvar) -> log p(x|z) + log p(z) - log q(z|x), (R,), on R rows of flattened (example,
-    sample) pairs. `keys` (B,) are the examples' keys. The k samples are taken `chunk` at a
-    time in a `lax.scan` (k rounded up to whole chunks; the extra samples are masked out).
+    logvar) -> log p(x|z) + log p(z) - log q(z|x), (B, S), for S samples z (B, S, Z) of each
+    example; x, mean and logvar come with a sample axis of 1, (B, 1, ...), so that
+    broadcasting pairs them with every sample, and work that depends on x alone (an
+    autoregressive decoder's context) is done once per example. `keys` (B,) are the
+    examples' keys. The k samples are taken `chunk` at a time in a `lax.scan` (k rounded up
+    to whole chunks; the extra samples are masked out).
     """
     mean, logvar = encode(params, x)
     batch, z_dim = mean.shape
@@ -43,10 +47,7 @@ def importance_sampled_estimates(encode, log_weight, params, x, keys, k: int, ch
             keys
         )  # (B, chunk, Z)
         z = mean[:, None] + jnp.exp(0.5 * logvar)[:, None] * eps
-        rows = lambda a: jnp.broadcast_to(a[:, None], (batch, chunk, *a.shape[1:]))  # noqa: E731
-        flat = lambda a: a.reshape(batch * chunk, *a.shape[2:])  # noqa: E731
-        lw = log_weight(params, flat(rows(x)), flat(z), flat(rows(mean)), flat(rows(logvar)))
-        lw = lw.reshape(batch, chunk)
+        lw = log_weight(params, x[:, None], z, mean[:, None], logvar[:, None])  # (B, chunk)
         valid = (c * chunk + jnp.arange(chunk)) < k
         log_sum = jnp.logaddexp(log_sum, jax.nn.logsumexp(jnp.where(valid, lw, -jnp.inf), axis=1))
         weight_sum = weight_sum + jnp.sum(jnp.where(valid, lw, 0.0), axis=1)
@@ -70,8 +71,24 @@ def vae_functions(models, likelihood: str) -> tuple[Callable, Callable]:
         return encoder.apply(variables(state, "encoder"), x, train=False)
 
     def log_weight(state, x, z, mean, logvar):
-        out = decoder.apply(variables(state, "decoder"), z, train=False)
-        return objectives.log_importance_weights(out, x, z, mean, logvar, likelihood=likelihood)
+        b, samples, z_dim = z.shape
+        flat_z = z.reshape(b * samples, z_dim)
+        d_vars = variables(state, "decoder")
+        if isinstance(decoder, AutoregressiveDecoder):
+            base = decoder.apply(d_vars, flat_z, False, method="base_out")
+            context = decoder.apply(d_vars, x[:, 0], method="context_params")  # once per x
+            out = base.reshape(b, samples, *base.shape[1:]) + context[:, None]
+        else:
+            out = decoder.apply(d_vars, flat_z, train=False)
+        rows = (
+            lambda a: jnp.broadcast_to(a, (b, samples, *a.shape[2:])).reshape(  # noqa: E731
+                b * samples, *a.shape[2:]
+            )
+        )
+        lw = objectives.log_importance_weights(
+            rows(out), rows(x), flat_z, rows(mean), rows(logvar), likelihood=likelihood
+        )
+        return lw.reshape(b, samples)
 
     return encode, log_weight
 

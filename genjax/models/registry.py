@@ -118,6 +118,18 @@ def build(
         raise ConfigError(f"likelihood={likelihood!r}; valid: {', '.join(LIKELIHOOD_CHANNELS)}")
     shape = tuple(int(d) for d in data_shape)
     k = LIKELIHOOD_CHANNELS[likelihood]
-    return MODELS[model_config.name].builder(
-        model_config, shape, k, dtype=jnp.dtype(dtype), axis_name=axis_name
+    dtype = jnp.dtype(dtype)
+    models = MODELS[model_config.name].builder(
+        model_config, shape, k, dtype=dtype, axis_name=axis_name
     )
+    kernel = model_config.get("ar_kernel", 0)
+    if kernel:
+        if family_of(model_config.name) != "vae":
+            raise ConfigError(
+                f"config.model.ar_kernel={kernel} is for VAE decoders; {model_config.name!r} "
+                "is a GAN (set it to 0)"
+            )
+        encoder, decoder = models
+        hidden = model_config.get("ar_hidden", 32)
+        models = (encoder, vae.AutoregressiveDecoder(decoder, kernel, hidden, dtype=dtype))
+    return models

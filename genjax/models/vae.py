@@ -12,6 +12,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from genjax.models.layers import DownConv2x, UpConv2x, square_levels
 
@@ -99,3 +100,80 @@ class ConvDecoder(nn.Module):
         for i in range(1, n):
             h = nn.relu(UpConv2x(width // 2**i, dtype=self.dtype)(h))
         return UpConv2x(channels * self.k, dtype=self.dtype)(h).astype(jnp.float32)
+
+
+# ------------------------------------------------------------- autoregressive decoder
+
+
+def causal_offsets(kernel: int) -> list[tuple[int, int]]:
+    """(dy, dx) of the pixels before (0, 0) in raster order within a kernel x kernel window:
+    PixelCNN's type-A mask (van den Oord et al. 2016), which excludes the pixel itself."""
+    r = kernel // 2
+    return [(dy, dx) for dy in range(-r, 1) for dx in range(-r, r + 1) if dy < 0 or dx < 0]
+
+
+def causal_context(x, kernel: int):
+    """(B, H, W, C) -> (B, H, W, P * C): every pixel's P = len(causal_offsets) earlier
+    neighbours (zeros outside the image), all channels."""
+    r = kernel // 2
+    b, h, w, c = x.shape
+    padded = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    shifted = [
+        padded[:, r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in causal_offsets(kernel)
+    ]
+    return jnp.stack(shifted, axis=-2).reshape(b, h, w, -1)
+
+
+def causal_context_at(x, kernel: int, i, j):
+    """The context of pixel (i, j) alone, (B, P * C): causal_context(x)[:, i, j] in O(kernel^2)."""
+    r = kernel // 2
+    b, _, _, c = x.shape
+    padded = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    window = lax.dynamic_slice(padded, (0, i, j, 0), (b, 2 * r + 1, 2 * r + 1, c))
+    return jnp.stack([window[:, r + dy, r + dx] for dy, dx in causal_offsets(kernel)], 1).reshape(
+        b, -1
+    )
+
+
+class AutoregressiveDecoder(nn.Module):
+    """p(x|z) = prod_i p(x_i | z, x_<i): a decoder's per-pixel parameters plus a small network
+    of each pixel's causal kernel x kernel neighbourhood (a one-hidden-layer PixelCNN with a
+    type-A mask, as in PixelVAE, Gulrajani et al. 2017, and the VLAE, Chen et al. 2017).
+
+    log p(x|z) stays exact and costs one pass (teacher forcing: `__call__(z, x, train)`);
+    sampling is sequential over pixels (genjax.sampling). The channels of one pixel are
+    independent given z and the earlier pixels.
+    """
+
+    base: nn.Module  # MLPDecoder | ConvDecoder: z -> (B, H, W, C * k)
+    kernel: int = 7
+    hidden: int = 32
+    dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    def setup(self):
+        channels = self.base.data_shape[-1] * self.base.k
+        self.context_hidden = nn.Dense(self.hidden, dtype=self.dtype)
+        self.context_out = nn.Dense(channels, dtype=self.dtype)
+
+    def base_out(self, z, train: bool):
+        """The z-dependent part of the likelihood's parameters, (B, H, W, C * k)."""
+        return self.base(z, train)
+
+    def context_logits(self, context):
+        """(..., P * C) causal contexts -> (..., C * k), added to base_out."""
+        h = nn.relu(self.context_hidden(context.astype(self.dtype)))
+        return self.context_out(h).astype(jnp.float32)
+
+    def context_params(self, x):
+        """The x-dependent part of every pixel's parameters, (B, H, W, C * k)."""
+        return self.context_logits(causal_context(x, self.kernel))
+
+    def __call__(self, z, x, train: bool):
+        return self.base_out(z, train) + self.context_params(x)
+
+
+def decoder_inputs(decoder: nn.Module, z, x) -> tuple:
+    """The arguments of decoder.apply after the variables: (z,), or (z, x) for an
+    autoregressive decoder, which conditions each pixel on the earlier ones of x."""
+    return (z, x) if isinstance(decoder, AutoregressiveDecoder) else (z,)
