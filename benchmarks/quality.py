@@ -39,10 +39,14 @@ KEYS = {
     ],
     "vae_mlp_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "vae_conv_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
+    "vae_pixel_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
 }
 
 
 def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dict:
+    """Trains and evaluates one (config, seed); its row is kept in the run's quality.json and
+    reused by later calls with the same steps and nll_k (so a table can be assembled from
+    runs made at different times without retraining)."""
     from genjax.metrics.evaluate import evaluate
     from genjax.train import Trainer
 
@@ -51,7 +55,14 @@ def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dic
     config.sample_every = 0
     if num_steps:
         config.num_steps = num_steps
-    trainer = Trainer(config, runs / name / f"seed{seed}")
+    workdir = runs / name / f"seed{seed}"
+    saved = workdir / "quality.json"
+    settings = {"num_steps": config.num_steps, "nll_k": nll_k}
+    if saved.exists():
+        row = json.loads(saved.read_text())
+        if row.get("settings") == settings:
+            return row
+    trainer = Trainer(config, workdir)
     start = time.perf_counter()
     state = trainer.run()
     seconds = time.perf_counter() - start
@@ -64,7 +75,9 @@ def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dic
         nll_k=nll_k,
         seed=seed,
     )
-    return values | {"train_seconds": seconds}
+    row = values | {"train_seconds": seconds, "settings": settings}
+    saved.write_text(json.dumps(row) + "\n")
+    return row
 
 
 def summarise(name: str, rows: list[dict]) -> list[str]:

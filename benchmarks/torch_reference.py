@@ -117,6 +117,34 @@ def vae(cfg, shape, k):
     return Encoder(nn.Sequential(*body), width, cfg.z_dim), nn.Sequential(*dec)
 
 
+class AutoregressiveDecoder(nn.Module):
+    """genjax.models.vae.AutoregressiveDecoder: base(z) + a 1-hidden-layer network of each
+    pixel's earlier neighbours in a kernel x kernel window (type-A causal context)."""
+
+    def __init__(self, base: nn.Module, channels: int, k: int, kernel: int, hidden: int):
+        super().__init__()
+        r = kernel // 2
+        self.base, self.r = base, r
+        self.offsets = [
+            (dy, dx) for dy in range(-r, 1) for dx in range(-r, r + 1) if dy < 0 or dx < 0
+        ]
+        self.hidden = nn.Conv2d(len(self.offsets) * channels, hidden, 1)
+        self.out = nn.Conv2d(hidden, channels * k, 1)
+
+    def forward(self, z, x):
+        r, (h, w) = self.r, x.shape[2:]
+        padded = F.pad(x, (r, r, r, r))
+        context = torch.cat(
+            [padded[:, :, r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in self.offsets], 1
+        )
+        return self.base(z) + self.out(F.relu(self.hidden(context)))
+
+
+def pack(x, m: int):
+    """PacGAN packing, as genjax.steps.pack but channels-first: (B, C, ...) -> (B/m, mC, ...)."""
+    return x if m == 1 else x.reshape(x.shape[0] // m, m * x.shape[1], *x.shape[2:])
+
+
 def _nchw(shape):
     return (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
 
@@ -130,7 +158,11 @@ def build(config, shape):
         return gan_mlp(cfg, shape)
     if cfg.name == "toy_mlp":
         return gan_mlp(cfg, shape, cfg.depth, 0.0, 0.2, squash=False)
-    return vae(cfg, shape, 2 if config.vae.likelihood == "gaussian" else 1)
+    k = 2 if config.vae.likelihood == "gaussian" else 1
+    encoder, decoder = vae(cfg, shape, k)
+    if cfg.get("ar_kernel", 0):
+        decoder = AutoregressiveDecoder(decoder, shape[-1], k, cfg.ar_kernel, cfg.ar_hidden)
+    return encoder, decoder
 
 
 GAN_LOSSES = {  # (discriminator loss, generator loss) from logits, as genjax.objectives
@@ -172,10 +204,15 @@ def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: in
     raw = torch.from_numpy(np.array(arrays[kind])).to(device)  # a writable copy
     shape = tuple(raw.shape[1:])
     data = raw.permute(0, 3, 1, 2).contiguous() if kind == "image" else raw
-    first, second = (m.to(device).train() for m in build(config, shape))
+    first, second = build(config, shape)
+    m = config.gan.get("pack", 1)
+    if m > 1:  # the discriminator sees packs of m examples along the channel axis
+        second = build(config, (*shape[:-1], m * shape[-1]))[1]
+    first, second = first.to(device).train(), second.to(device).train()
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, config.dtype != "float32")
     b = config.batch_size
     is_gan = config.model.name in ("dcgan", "gan_mlp", "toy_mlp")
+    ar = bool(config.model.get("ar_kernel", 0))
     if is_gan:
         g_opt = _adam(first.parameters(), config, config.optim.lr)
         d_opt = _adam(second.parameters(), config, config.optim.d_lr or config.optim.lr)
@@ -194,6 +231,7 @@ def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: in
             with torch.no_grad(), autocast:
                 fake = generator(torch.randn(b, config.model.z_dim, device=device)).float()
             d_opt.zero_grad(set_to_none=True)
+            real, fake = pack(real, m), pack(fake, m)
             with autocast:
                 loss = d_loss_fn(discriminator(real).float(), discriminator(fake).float())
                 if config.gan.loss == "wgan_gp":
@@ -204,7 +242,7 @@ def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: in
         g_opt.zero_grad(set_to_none=True)
         with autocast:
             fake = generator(torch.randn(b, config.model.z_dim, device=device)).float()
-            g_loss_fn(discriminator(fake).float()).backward()
+            g_loss_fn(discriminator(pack(fake, m)).float()).backward()
         g_opt.step()
         discriminator.requires_grad_(True)
 
@@ -217,7 +255,7 @@ def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: in
         with autocast:
             mean, logvar = (t.float() for t in encoder(x))
             z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-            out = decoder(z).float()
+            out = (decoder(z, x) if ar else decoder(z)).float()
         if config.vae.likelihood == "bernoulli":
             recon = F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
         else:
