@@ -2,11 +2,13 @@
 
 python train.py --config configs/gan_grid25.py --workdir runs/gan_grid25
 
-The ring8 config's 128x2 MLPs capture ~18/25 modes here with ~20% high-quality samples
-even with the learning-rate decay. 256x3 MLPs at Adam 5e-4 with that decay
-(optim.decay_from = 0.5, inherited from gan_ring8): batch 256 gave 23/25 modes, 89% HQ;
-batch 512 gave 25/25 modes (>= 54 HQ samples each), 89.5% HQ (seed 0 only). Not yet at
-the PacGAN target (all 25 in every seed, >= 95% HQ).
+3 x 256 MLPs, Adam 5e-4 (b1 0.5) decayed linearly to 0 over the last half (from gan_ring8),
+batch 512, 10,000 steps: 25/25 modes with ~89% high-quality samples (seeds 0 and 1). Short
+of the PacGAN-beating target (all 25 modes in every seed and >= 95%). Sweeps on seed 0,
+one run each (README, quality section), found that what sharpens samples loses modes:
+d_lr 1e-3 gave 21 modes / 93%, depth 4 19 / 95%, z_dim 16 collapsed; PacGAN packing
+(gan.pack) did not help here: pack 2 with d_lr 1e-3 24 / 75% (20,000 steps: 24 / 94%),
+pack 2 with depth 4 25 / 76%, pack 4 23-24 modes at 5-8%.
 """
 
 from configs import gan_ring8

@@ -162,7 +162,9 @@ def test_sigkill_then_the_same_command_resumes(tmp_path):
     assert new[0] > saved and new[-1] == 800
 
 
-@pytest.mark.parametrize("name", ["gan_mlp_mnist", "dcgan_mnist", "vae_conv_mnist", "gan_grid25"])
+@pytest.mark.parametrize(
+    "name", ["gan_mlp_mnist", "dcgan_mnist", "vae_conv_mnist", "vae_pixel_mnist", "gan_grid25"]
+)
 def test_every_config_trains_a_few_steps(tmp_path, name):
     config = load_config(
         name,
