@@ -268,7 +268,7 @@ def test_empty_and_corrupt_data_files(tmp_path):
 
 def test_evaluate_rejects_bad_input(ring_workdir, tmp_path):
     before = snapshot(ring_workdir)
-    evaluate = ("-m", "genjax.metrics.evaluate")
+    evaluate = ("-m", "genjax.evaluate")
     cases = [
         (["--workdir", tmp_path / "nothing"], ["config.json"]),
         (["--workdir", ring_workdir, "--config.no_such_key=1"], ["no_such_key"]),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-EVALUATE = ("-m", "genjax.metrics.evaluate")
+EVALUATE = ("-m", "genjax.evaluate")
 IMAGE_METRICS = ("fd", "kid", "precision", "recall", "density", "coverage")
 CLASSIFIER_KEYS = {f"{m}_classifier" for m in IMAGE_METRICS} | {"classes_covered", "class_kl"}
 

@@ -1,6 +1,6 @@
 """Every quality metric that applies to a trained model and its data, as one flat dict.
 
-    python -m genjax.metrics.evaluate --workdir DIR [--num_samples N] [--nll_k K]
+    python -m genjax.evaluate --workdir DIR [--num_samples N] [--nll_k K]
         [--max_test M] [--seed S] [--inception_weights PATH] [--config.KEY=VALUE ...]
 
 loads DIR's newest checkpoint, prints one JSON object and appends it to DIR/eval.jsonl with
@@ -276,7 +276,8 @@ def _unknown_config_keys(argv: list[str]) -> list[str]:
     return unknown
 
 
-if __name__ == "__main__":
+def cli_main() -> None:
+    """`python -m genjax.evaluate` (or `-m genjax.metrics.evaluate`)."""
     from absl import app
 
     from genjax import cli
@@ -288,3 +289,7 @@ if __name__ == "__main__":
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         cli.fail(f"--config override: {type(e).__name__}: {e}")
     app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -80,11 +80,10 @@ def vae_functions(models, likelihood: str) -> tuple[Callable, Callable]:
             out = base.reshape(b, samples, *base.shape[1:]) + context[:, None]
         else:
             out = decoder.apply(d_vars, flat_z, train=False)
-        rows = (
-            lambda a: jnp.broadcast_to(a, (b, samples, *a.shape[2:])).reshape(  # noqa: E731
-                b * samples, *a.shape[2:]
-            )
-        )
+
+        def rows(a):  # (B, S or 1, ...) -> (B * S, ...)
+            return jnp.broadcast_to(a, (b, samples, *a.shape[2:])).reshape(-1, *a.shape[2:])
+
         lw = objectives.log_importance_weights(
             rows(out), rows(x), flat_z, rows(mean), rows(logvar), likelihood=likelihood
         )
