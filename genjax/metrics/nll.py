@@ -80,6 +80,7 @@ def vae_functions(models, likelihood: str) -> tuple[Callable, Callable]:
             out = base.reshape(b, samples, *base.shape[1:]) + context[:, None]
         else:
             out = decoder.apply(d_vars, flat_z, train=False)
+            out = out.reshape(b, samples, *out.shape[1:])
 
         def rows(a):  # (B, S or 1, ...) -> (B * S, ...)
             return jnp.broadcast_to(a, (b, samples, *a.shape[2:])).reshape(-1, *a.shape[2:])
