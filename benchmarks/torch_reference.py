@@ -160,7 +160,7 @@ def build(config, shape):
         return gan_mlp(cfg, shape, cfg.depth, 0.0, 0.2, squash=False)
     k = 2 if config.vae.likelihood == "gaussian" else 1
     encoder, decoder = vae(cfg, shape, k)
-    if cfg.get("ar_kernel", 0):
+    if cfg.ar_kernel:
         decoder = AutoregressiveDecoder(decoder, shape[-1], k, cfg.ar_kernel, cfg.ar_hidden)
     return encoder, decoder
 
@@ -205,14 +205,14 @@ def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: in
     shape = tuple(raw.shape[1:])
     data = raw.permute(0, 3, 1, 2).contiguous() if kind == "image" else raw
     first, second = build(config, shape)
-    m = config.gan.get("pack", 1)
+    m = config.gan.pack
     if m > 1:  # the discriminator sees packs of m examples along the channel axis
         second = build(config, (*shape[:-1], m * shape[-1]))[1]
     first, second = first.to(device).train(), second.to(device).train()
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, config.dtype != "float32")
     b = config.batch_size
     is_gan = config.model.name in ("dcgan", "gan_mlp", "toy_mlp")
-    ar = bool(config.model.get("ar_kernel", 0))
+    ar = bool(config.model.ar_kernel)
     if is_gan:
         g_opt = _adam(first.parameters(), config, config.optim.lr)
         d_opt = _adam(second.parameters(), config, config.optim.d_lr or config.optim.lr)

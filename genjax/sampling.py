@@ -11,7 +11,7 @@ import numpy as np
 from jax import lax
 from PIL import Image, ImageDraw
 
-from genjax.models.vae import AutoregressiveDecoder, causal_context_at
+from genjax.models.vae import AutoregressiveDecoder, causal_window_context
 from genjax.steps import GANState, VAEState
 
 
@@ -51,10 +51,12 @@ def autoregressive_sample(decoder, variables, z, likelihood: str, key):
     b, h, w, ck = base.shape
     c = ck // 2 if likelihood == "gaussian" else ck
 
+    r = decoder.kernel // 2
+
     def pixel(n, carry):
-        x, means = carry
+        padded, means = carry  # the sample so far, padded by r for the context windows
         i, j = n // w, n % w
-        context = causal_context_at(x, decoder.kernel, i, j)
+        context = causal_window_context(padded, decoder.kernel, i, j)
         params = base[:, i, j] + decoder.apply(variables, context, method="context_logits")
         k = jax.random.fold_in(key, n)
         if likelihood == "gaussian":
@@ -63,11 +65,11 @@ def autoregressive_sample(decoder, variables, z, likelihood: str, key):
         else:
             mean = jax.nn.sigmoid(params)
             value = (jax.random.uniform(k, mean.shape) < mean).astype(jnp.float32)
-        return x.at[:, i, j].set(value), means.at[:, i, j].set(mean)
+        return padded.at[:, r + i, r + j].set(value), means.at[:, i, j].set(mean)
 
-    zeros = jnp.zeros((b, h, w, c), jnp.float32)
-    x, means = lax.fori_loop(0, h * w, pixel, (zeros, zeros))
-    return x, jnp.clip(means, 0.0, 1.0)
+    padded = jnp.zeros((b, h + 2 * r, w + 2 * r, c), jnp.float32)
+    padded, means = lax.fori_loop(0, h * w, pixel, (padded, jnp.zeros((b, h, w, c), jnp.float32)))
+    return padded[:, r : r + h, r : r + w], jnp.clip(means, 0.0, 1.0)
 
 
 def encode_mean(models, state: VAEState, x) -> jax.Array:

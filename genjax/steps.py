@@ -114,8 +114,8 @@ def apply_if_finite(tx, grads, opt_state, params, loss: jax.Array):
     Returns (params, opt_state, ok): vdvae's and optax.apply_if_finite's remedy for a rare
     NaN/Inf. The decision depends on the gradients, not on the new parameters, and is taken
     by `lax.cond` around the update: an elementwise `where(ok, new, old)` over parameters and
-    optimiser state made XLA:CPU copy the Adam moments of the large kernels every step (12%
-    of a vae_mlp step, against 3% for the cond). `loss` must be the same on every device.
+    optimiser state made XLA:CPU copy the Adam moments of the large kernels every step (seen
+    in the optimised HLO). `loss` must be the same on every device.
     """
     ok = all_finite(grads, loss)
 

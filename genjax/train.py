@@ -310,7 +310,6 @@ class Trainer:
         writer = MetricWriter(self.workdir, resume_step=step) if self.is_writer else None
         state = self.parallel.replicate(state)
         train_key = jax.random.fold_in(self.key, 0)
-        one = self.parallel.unreplicate  # only at events: under pmap it slices every leaf
 
         def save(step, state):
             self._check_finite(state)
@@ -346,7 +345,12 @@ class Trainer:
                     step += length
                     bar.update(length)
                     final = step == c.num_steps
-                    if _due(step, c.log_every) or final:
+                    log_now = _due(step, c.log_every) or final
+                    sample_now = writer is not None and (_due(step, c.sample_every) or final)
+                    eval_now = _due(step, c.eval_every)
+                    save_now = _due(step, c.checkpoint_every) or final
+                    stop_now = preemption.reached(step)
+                    if log_now:
                         values = jax.device_get(self.parallel.unreplicate(metrics))
                         values = {k: float(v) for k, v in values.items()}
                         now = time.perf_counter()
@@ -355,15 +359,18 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
                         if writer:
                             writer.scalars(step, values)
-                        self._check_finite(one(state))
-                    if writer and (_due(step, c.sample_every) or final):
-                        writer.picture(step, self.sample_picture(one(state).model))
-                    if _due(step, c.eval_every):
-                        self._evaluate(step, one(state).model, writer)
-                    if _due(step, c.checkpoint_every) or final:
-                        save(step, one(state))
-                    if preemption.reached(step):
-                        save(step, one(state))
+                    if not (log_now or sample_now or eval_now or save_now or stop_now):
+                        continue
+                    host = self.parallel.unreplicate(state)  # once per event step (pmap slices)
+                    if log_now:
+                        self._check_finite(host)
+                    if sample_now:
+                        writer.picture(step, self.sample_picture(host.model))
+                    if eval_now:
+                        self._evaluate(step, host.model, writer)
+                    if save_now or stop_now:  # one save when both fall on this step
+                        save(step, host)
+                    if stop_now:
                         log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
                         break
         finally:

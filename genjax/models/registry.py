@@ -122,7 +122,7 @@ def build(
     models = MODELS[model_config.name].builder(
         model_config, shape, k, dtype=dtype, axis_name=axis_name
     )
-    kernel = model_config.get("ar_kernel", 0)
+    kernel = model_config.ar_kernel
     if kernel:
         if family_of(model_config.name) != "vae":
             raise ConfigError(
@@ -130,6 +130,6 @@ def build(
                 "is a GAN (set it to 0)"
             )
         encoder, decoder = models
-        hidden = model_config.get("ar_hidden", 32)
-        models = (encoder, vae.AutoregressiveDecoder(decoder, kernel, hidden, dtype=dtype))
+        ar = vae.AutoregressiveDecoder(decoder, kernel, model_config.ar_hidden, dtype=dtype)
+        models = (encoder, ar)
     return models

@@ -127,12 +127,17 @@ def causal_context(x, kernel: int):
 def causal_context_at(x, kernel: int, i, j):
     """The context of pixel (i, j) alone, (B, P * C): causal_context(x)[:, i, j] in O(kernel^2)."""
     r = kernel // 2
-    b, _, _, c = x.shape
-    padded = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+    return causal_window_context(jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0))), kernel, i, j)
+
+
+def causal_window_context(padded, kernel: int, i, j):
+    """causal_context_at on an image already padded by kernel // 2 on each side, so that a
+    pixel-by-pixel sampler pads once rather than at every pixel."""
+    r = kernel // 2
+    b, _, _, c = padded.shape
     window = lax.dynamic_slice(padded, (0, i, j, 0), (b, 2 * r + 1, 2 * r + 1, c))
-    return jnp.stack([window[:, r + dy, r + dx] for dy, dx in causal_offsets(kernel)], 1).reshape(
-        b, -1
-    )
+    context = [window[:, r + dy, r + dx] for dy, dx in causal_offsets(kernel)]
+    return jnp.stack(context, 1).reshape(b, -1)
 
 
 class AutoregressiveDecoder(nn.Module):
