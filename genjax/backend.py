@@ -1,0 +1,75 @@
+"""Per-backend lowering choices that change speed only: every result stays bitwise the same.
+
+jax lowers its Threefry-2x32 hash (the bits behind every `jax.random` draw) on CPU as a
+rolled 5-iteration loop, to compile faster. On XLA:CPU the loop cannot fuse with the draw's
+consumer and carries every counter array through memory five times, which costs most in a
+large draw such as the MLP VAE's Bernoulli draw per pixel (dynamic binarisation).
+`unroll_large_threefry_on_cpu` lowers draws of at least `UNROLL_FROM` numbers with the
+straight-line form of the same hash (Salmon et al. 2011: Random123's threefry2x32, 20
+rounds), which XLA fuses into the draw, and keeps the loop for smaller ones, where unrolling
+adds compile time (seconds for the DCGAN step) and saves little. The bits are identical:
+tests/test_backend.py checks the published known answers for both forms and draws against a
+process without this module.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+from jax import lax
+from jax.extend.random import threefry2x32_p
+from jax.interpreters import mlir
+
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))  # Random123, threefry2x32 rotation constants
+_PARITY = np.uint32(0x1BD11BDA)  # Threefish's key-schedule parity constant
+UNROLL_FROM = 2**14  # numbers per draw from which the CPU lowering is unrolled
+
+
+def _rotate_left(x, bits):
+    return (x << bits) | (x >> (np.uint32(32) - bits))
+
+
+def _four_rounds(x0, x1, rotations):
+    for bits in rotations:
+        x0 = x0 + x1
+        x1 = _rotate_left(x1, bits) ^ x0
+    return x0, x1
+
+
+def threefry2x32(key0, key1, count0, count1, rolled: bool = False):
+    """Threefry-2x32 with 20 rounds: (key0, key1, count0, count1) -> (out0, out1), uint32.
+
+    5 groups of 4 rounds with a key injection after each; `rolled` runs the groups as a
+    loop (jax's CPU form), else straight-line.
+    """
+    schedule = (key0, key1, key0 ^ key1 ^ _PARITY)
+    x0, x1 = count0 + schedule[0], count1 + schedule[1]
+    if not rolled:
+        for group in range(1, 6):
+            x0, x1 = _four_rounds(x0, x1, [np.uint32(r) for r in _ROTATIONS[(group - 1) % 2]])
+            x0 = x0 + schedule[group % 3]
+            x1 = x1 + schedule[(group + 1) % 3] + np.uint32(group)
+        return x0, x1
+
+    def group_body(group, carry):  # carry: the schedule and the rotations rotated by group
+        x0, x1, schedule, rotations = carry
+        x0, x1 = _four_rounds(x0, x1, [rotations[0][j] for j in range(4)])
+        x0 = x0 + schedule[1]
+        x1 = x1 + schedule[2] + (group + 1).astype(np.uint32)
+        return x0, x1, schedule[1:] + schedule[:1], rotations[::-1]
+
+    rotations = tuple(np.array(r, np.uint32) for r in _ROTATIONS)
+    x0, x1, _, _ = lax.fori_loop(0, 5, group_body, (x0, x1, schedule, rotations))
+    return x0, x1
+
+
+def _threefry_lowering(ctx, *args):
+    rolled = math.prod(ctx.avals_out[0].shape) < UNROLL_FROM
+    return mlir.lower_fun(partial(threefry2x32, rolled=rolled), multiple_results=True)(ctx, *args)
+
+
+def unroll_large_threefry_on_cpu() -> None:
+    """Lowers jax's threefry2x32 primitive on CPU with `threefry2x32` (idempotent)."""
+    mlir.register_lowering(threefry2x32_p, _threefry_lowering, platform="cpu")

@@ -1,0 +1,58 @@
+"""genjax.backend: the CPU lowering of Threefry (unrolled for large draws) gives jax's bits."""
+
+import subprocess
+import sys
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.extend.random import threefry_2x32
+
+import genjax  # noqa: F401  (registers the unrolled lowering)
+from genjax.backend import UNROLL_FROM, threefry2x32
+
+# Random123's known-answer tests for threefry2x32 with 20 rounds: (key, counter) -> output.
+KNOWN_ANSWERS = [
+    ((0x00000000, 0x00000000), (0x00000000, 0x00000000), (0x6B200159, 0x99BA4EFE)),
+    ((0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF), (0x1CB996FC, 0xBB002BE7)),
+    ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0)),
+]
+
+DRAWS = """
+import jax, numpy as np
+key = jax.random.key(7)
+draws = jax.jit(lambda k: (jax.random.bits(k, (257,)), jax.random.uniform(k, (128, 28, 28, 1)),
+                           jax.random.normal(jax.random.fold_in(jax.random.split(k)[1], 3), (9, 5)),
+                           jax.random.randint(k, (64,), 0, 4500)))(key)
+np.savez(OUT, *[np.asarray(d) for d in draws])
+"""
+
+
+@pytest.mark.parametrize("rolled", [False, True])
+@pytest.mark.parametrize("key,count,expected", KNOWN_ANSWERS)
+def test_threefry_matches_the_published_known_answers(key, count, expected, rolled):
+    def u32(pair):
+        return [jnp.asarray(v, jnp.uint32) for v in pair]
+
+    out = jax.jit(partial(threefry2x32, rolled=rolled))(*u32(key), *u32(count))
+    assert [int(v) for v in out] == list(expected)
+    # and jax's own primitive, now lowered with it on CPU, under jit
+    out = jax.jit(threefry_2x32)(jnp.asarray(key, jnp.uint32), jnp.asarray(count, jnp.uint32))
+    assert [int(v) for v in out] == list(expected)
+
+
+def test_draws_equal_those_of_jax_without_genjax(tmp_path):
+    """The same bits, uniforms (a draw large enough to be unrolled), normals and integers as
+    jax's own lowering in a fresh process."""
+    theirs = tmp_path / "theirs.npz"
+    code = f"OUT = {str(theirs)!r}\n" + DRAWS
+    subprocess.run([sys.executable, "-c", code], check=True, env={"JAX_PLATFORMS": "cpu"})
+    namespace = {"OUT": str(tmp_path / "ours.npz")}
+    exec(DRAWS, namespace)
+    ours, theirs = np.load(tmp_path / "ours.npz"), np.load(theirs)
+    assert jax.default_backend() == "cpu"
+    assert ours["arr_0"].size < UNROLL_FROM <= ours["arr_1"].size  # both lowerings drawn
+    for name in theirs.files:
+        np.testing.assert_array_equal(ours[name], theirs[name])
