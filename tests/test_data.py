@@ -15,6 +15,7 @@ from PIL import Image
 from genjax.config import ConfigError, base_config
 from genjax.data import MIXTURES, host_batches, load_source, resolve_sources
 from genjax.data.arrays import ArraySource
+from genjax.data.pipeline import GlobalBatchIndices
 
 
 def config_error(fn, *args, must_mention=(), **kwargs) -> str:
@@ -430,3 +431,22 @@ def test_host_batches_with_worker_process():
         iterator.close()
     in_process = take_labels(host_batches(source, batch_size=4, seed=0), 5)
     assert all(np.array_equal(a, b) for a, b in zip(with_worker, in_process, strict=True))
+
+
+@pytest.mark.parametrize("num_examples,batch", [(10, 4), (10, 10), (3, 8)])
+def test_global_batches_cut_one_permutation_per_epoch(num_examples, batch):
+    """Batch j is positions jB..(j+1)B-1 of permutation(epoch 0) + permutation(epoch 1) + ...,
+    also when a batch spans an epoch boundary or several epochs (B > N)."""
+    indices = GlobalBatchIndices(num_examples, batch, seed=2)
+    num_batches = 7
+    epochs = -(-num_batches * batch // num_examples)
+    stream = np.concatenate(
+        [np.random.default_rng([2, e]).permutation(num_examples) for e in range(epochs)]
+    )
+    for j in (5, 0, 6, 1, 3):  # out of order: the cache must not matter
+        np.testing.assert_array_equal(indices(j), stream[j * batch : (j + 1) * batch])
+    for e in range(epochs):
+        assert sorted(stream[e * num_examples : (e + 1) * num_examples]) == list(
+            range(num_examples)
+        )
+    assert not np.array_equal(stream[:num_examples], stream[num_examples : 2 * num_examples])

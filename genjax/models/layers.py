@@ -81,16 +81,22 @@ def _conv_up(x, kernel):
 
 
 def _conv_down_kernel_grad(x, dy):
-    """d kernel of `_conv_down(x, kernel)` for the output cotangent dy: patches(x)^T @ dy.
+    """d kernel of `_conv_down(x, kernel)` for the output cotangent dy: per tap (i, j),
+    view_ij(x)^T @ dy, where view_ij is the stride-2 view of the padded x that tap meets.
 
-    The patches are the 16 strided views of the padded x (im2col); a dot, unlike the automatic
-    kernel-gradient conv, runs at full speed inside a while loop on XLA:CPU.
+    Dots, unlike the automatic kernel-gradient conv, run at full speed inside a while loop on
+    XLA:CPU; 16 per-tap dots ran faster there than one dot of all 16 views concatenated (im2col),
+    whose transposed (16 C, N) operand XLA:CPU multiplies slowly (benchmarks/layers.py).
     """
     (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
     xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
-    views = [xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(4) for j in range(4)]
-    patches = jnp.concatenate(views, -1).reshape(-1, 16 * c)
-    return (patches.T @ dy.reshape(-1, o)).reshape(4, 4, c, o)
+    dy = dy.reshape(-1, o)
+    taps = [
+        xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2].reshape(-1, c).T @ dy
+        for i in range(4)
+        for j in range(4)
+    ]
+    return jnp.stack(taps).reshape(4, 4, c, o)
 
 
 @jax.custom_vjp

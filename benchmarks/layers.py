@@ -1,0 +1,97 @@
+"""Formulations of the DCGAN's stride-2 layers, timed side by side inside a compiled loop.
+
+python benchmarks/layers.py [--batch 64] [--calls 20]
+
+For the 4x4 stride-2 conv between 14x14x64 and 7x7x128 (the dcgan_mnist discriminator's
+second layer; its transpose is the generator's first upsampling), each formulation runs
+twice inside a lax.scan that consumes its result (as in a train step, where XLA:CPU
+compiles convs differently than at top level). The calls alternate, so load changes hit
+all of them alike; the table gives the median ms per application and GFLOP/s (the
+layer's own FLOPs, 2 * B * 7 * 7 * 128 * 16 * 64, whatever the formulation computes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
+
+from genjax.models import layers  # noqa: E402
+
+
+def kernel_grad_im2col(x, dy):
+    """patches(x)^T @ dy with all 16 views concatenated (im2col): one (16 C, N) @ (N, O) dot."""
+    (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
+    xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
+    views = [xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(4) for j in range(4)]
+    patches = jnp.concatenate(views, -1).reshape(-1, 16 * c)
+    return (patches.T @ dy.reshape(-1, o)).reshape(4, 4, c, o)
+
+
+def kernel_grad_autodiff(x, dy):
+    """jax's own kernel gradient of the strided conv (a conv with the batch as features)."""
+    kernel = jnp.zeros((4, 4, x.shape[-1], dy.shape[-1]), x.dtype)
+    return jax.vjp(lambda k: layers._conv_down(x, k), kernel)[1](dy)[0]
+
+
+def conv_transpose(x, kernel):
+    """flax's ConvTranspose: lax.conv_transpose, stride 2, 'SAME'."""
+    return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=layers._NHWC)
+
+
+def in_loop(fn, *args):
+    """fn(*args) applied twice in a lax.scan whose carry depends on each result."""
+
+    def body(carry, _):
+        out = fn(*(a + carry for a in args))
+        return carry + 1e-6 * jnp.mean(out), None
+
+    return jax.jit(lambda *a: lax.scan(body, jnp.zeros((), args[0].dtype), None, length=2)[0])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--calls", type=int, default=20)
+    args = p.parse_args(argv)
+    b = args.batch
+    keys = jax.random.split(jax.random.key(0), 4)
+    x14 = jax.random.normal(keys[0], (b, 14, 14, 64))
+    x7 = jax.random.normal(keys[1], (b, 7, 7, 128))
+    kernel_up = 0.02 * jax.random.normal(keys[2], (4, 4, 128, 64))
+    kernel_down = 0.02 * jax.random.normal(keys[3], (4, 4, 64, 128))
+    cases = [  # (layer, formulation, fn, args)
+        ("down: kernel grad", "16 per-tap dots (genjax)", layers._conv_down_kernel_grad, (x14, x7)),
+        ("down: kernel grad", "im2col, one dot", kernel_grad_im2col, (x14, x7)),
+        ("down: kernel grad", "autodiff conv", kernel_grad_autodiff, (x14, x7)),
+        ("down: forward", "strided conv (genjax)", layers._conv_down, (x14, kernel_down)),
+        ("up: forward", "sub-pixel conv (genjax)", layers._conv_up, (x7, kernel_up)),
+        ("up: forward", "lax.conv_transpose", conv_transpose, (x7, kernel_up)),
+    ]
+    calls = [in_loop(fn, *a) for _, _, fn, a in cases]
+    for call, (_, _, _, a) in zip(calls, cases, strict=True):
+        call(*a).block_until_ready()
+    seconds = [[] for _ in cases]
+    for _ in range(args.calls):
+        for call, (_, _, _, a), times in zip(calls, cases, seconds, strict=True):
+            start = time.perf_counter()
+            call(*a).block_until_ready()
+            times.append((time.perf_counter() - start) / 2)
+    flops = 2 * b * 7 * 7 * 128 * 16 * 64
+    print(f"| layer (batch {b}) | formulation | ms | GFLOP/s |\n|---|---|---|---|")
+    for (layer, name, _, _), times in zip(cases, seconds, strict=True):
+        ms = 1e3 * statistics.median(times)
+        print(f"| {layer} | {name} | {ms:.2f} | {flops / ms / 1e6:.0f} |")
+    print(f"\n{jax.devices()[0].device_kind}, jax {jax.__version__}")
+
+
+if __name__ == "__main__":
+    main()
