@@ -1,13 +1,25 @@
-"""Shared fixtures: the repo root, and running the CLIs as a user would."""
+"""Shared fixtures: the repo root, and running the CLIs as a user would.
 
+The session shares one persistent XLA compilation cache (a fresh temporary directory, set
+before jax is imported), inherited by every CLI the tests start: the same config is compiled
+by many tests and subprocesses, and the suite must fit CI's 10 minutes on 2 cores. Only
+compilation is cached; every step still runs.
+"""
+
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="genjax-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 
 def run_cli(*args, env=None, timeout=300, **kwargs):
