@@ -103,33 +103,31 @@ def all_finite(*trees) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _keep_if(ok: jax.Array, new, old):
-    """`new` where ok, else `old`, leaf by leaf."""
-    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-
-
-def apply_if_finite(tx, grads, opt_state, params, loss: jax.Array):
+def apply_if_finite(tx, grads, loss: jax.Array, params, opt_state, new_stats, old_stats):
     """One optimiser update, applied only if the (all-reduced) loss and gradients are finite.
 
-    Returns (params, opt_state, ok): vdvae's and optax.apply_if_finite's remedy for a rare
-    NaN/Inf. The decision depends on the gradients, not on the new parameters, and is taken
-    by `lax.cond` around the update: an elementwise `where(ok, new, old)` over parameters and
-    optimiser state made XLA:CPU copy the Adam moments of the large kernels every step (seen
-    in the optimised HLO). `loss` must be the same on every device.
+    Returns (params, opt_state, stats, ok): the updated params and optimiser state and
+    `new_stats` (BatchNorm statistics of the forward pass) if ok, else the old ones unchanged
+    (vdvae's and optax.apply_if_finite's remedy for a rare NaN/Inf). The decision depends on
+    the gradients, not on the new parameters, and is taken by `lax.cond` around the update:
+    an elementwise `where(ok, new, old)` over parameters and optimiser state made XLA:CPU
+    copy the Adam moments of the large kernels every step (seen in the optimised HLO).
+    `loss` must be the same on every device.
     """
     ok = all_finite(grads, loss)
 
     def update(operands):
-        grads, opt_state, params = operands
+        grads, opt_state, params, stats, _ = operands
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+        return optax.apply_updates(params, updates), opt_state, stats
 
     def keep(operands):
-        _, opt_state, params = operands
-        return params, opt_state
+        _, opt_state, params, _, stats = operands
+        return params, opt_state, stats
 
-    params, opt_state = lax.cond(ok, update, keep, (grads, opt_state, params))
-    return params, opt_state, ok
+    operands = (grads, opt_state, params, new_stats, old_stats)
+    params, opt_state, stats = lax.cond(ok, update, keep, operands)
+    return params, opt_state, stats, ok
 
 
 # --------------------------------------------------------------------------- GAN
@@ -210,15 +208,17 @@ def make_gan_step(config, models) -> Callable:
         grads, (d_stats, loss, penalty, real_logits, fake_logits) = jax.grad(loss_fn, has_aux=True)(
             state.d_params
         )
-        grads = lax.pmean(grads, AXIS)
-        d_params, d_opt_state, ok = apply_if_finite(
-            d_tx, grads, state.d_opt_state, state.d_params, lax.pmean(loss + penalty, AXIS)
+        d_params, d_opt_state, (d_stats, g_stats), ok = apply_if_finite(
+            d_tx,
+            lax.pmean(grads, AXIS),
+            lax.pmean(loss + penalty, AXIS),
+            state.d_params,
+            state.d_opt_state,
+            (d_stats, g_stats),
+            (state.d_stats, state.g_stats),
         )
         state = state.replace(
-            d_params=d_params,
-            d_stats=_keep_if(ok, d_stats, state.d_stats),
-            d_opt_state=d_opt_state,
-            g_stats=_keep_if(ok, g_stats, state.g_stats),
+            d_params=d_params, d_opt_state=d_opt_state, d_stats=d_stats, g_stats=g_stats
         )
         metrics = {
             "d_loss": loss,
@@ -241,15 +241,17 @@ def make_gan_step(config, models) -> Callable:
         (loss, (g_stats, d_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.g_params
         )
-        grads = lax.pmean(grads, AXIS)
-        g_params, g_opt_state, ok = apply_if_finite(
-            g_tx, grads, state.g_opt_state, state.g_params, lax.pmean(loss, AXIS)
+        g_params, g_opt_state, (g_stats, d_stats), ok = apply_if_finite(
+            g_tx,
+            lax.pmean(grads, AXIS),
+            lax.pmean(loss, AXIS),
+            state.g_params,
+            state.g_opt_state,
+            (g_stats, d_stats),
+            (state.g_stats, state.d_stats),
         )
         state = state.replace(
-            g_params=g_params,
-            g_stats=_keep_if(ok, g_stats, state.g_stats),
-            d_stats=_keep_if(ok, d_stats, state.d_stats),
-            g_opt_state=g_opt_state,
+            g_params=g_params, g_opt_state=g_opt_state, g_stats=g_stats, d_stats=d_stats
         )
         return state, ({"g_loss": loss}, (~ok).astype(jnp.int32))
 
@@ -328,16 +330,18 @@ def make_vae_step(config, models) -> Callable:
             return neg_elbo.mean(), (stats, metrics)
 
         grads, (stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
-        grads = lax.pmean(grads, AXIS)
         metrics = lax.pmean(metrics, AXIS)
-        params, opt_state, ok = apply_if_finite(
-            tx, grads, state.opt_state, state.params, metrics["loss"]
+        params, opt_state, stats, ok = apply_if_finite(
+            tx,
+            lax.pmean(grads, AXIS),
+            metrics["loss"],
+            state.params,
+            state.opt_state,
+            stats,
+            state.batch_stats,
         )
         state = state.replace(
-            step=state.step + 1,
-            params=params,
-            batch_stats=_keep_if(ok, stats, state.batch_stats),
-            opt_state=opt_state,
+            step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state
         )
         return state, metrics | {SKIPPED: (~ok).astype(jnp.int32)}
 
