@@ -20,6 +20,15 @@ from jax.sharding import PartitionSpec as P
 AXIS = "data"
 
 
+def device_mean(tree, axis_name: str = AXIS):
+    """`lax.pmean(tree, axis_name)`; on a one-device axis the tree itself, unchanged.
+
+    The same value either way; on one device XLA:CPU still runs the all-reduce, a copy of
+    every gradient each step (seen in a profile of the MLP VAE's step).
+    """
+    return tree if lax.axis_size(axis_name) == 1 else lax.pmean(tree, axis_name)
+
+
 def local_rows(x_global: jax.Array, axis_name: str = AXIS) -> jax.Array:
     """This device's rows of an array built for the global batch (leading axis)."""
     rows = x_global.shape[0] // lax.axis_size(axis_name)

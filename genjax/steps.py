@@ -24,7 +24,7 @@ from jax import lax
 
 from genjax import objectives
 from genjax.models.vae import decoder_inputs
-from genjax.parallel import AXIS, per_example_noise
+from genjax.parallel import device_mean, per_example_noise
 
 
 @struct.dataclass
@@ -210,8 +210,8 @@ def make_gan_step(config, models) -> Callable:
         )
         d_params, d_opt_state, (d_stats, g_stats), ok = apply_if_finite(
             d_tx,
-            lax.pmean(grads, AXIS),
-            lax.pmean(loss + penalty, AXIS),
+            device_mean(grads),
+            device_mean(loss + penalty),
             state.d_params,
             state.d_opt_state,
             (d_stats, g_stats),
@@ -243,8 +243,8 @@ def make_gan_step(config, models) -> Callable:
         )
         g_params, g_opt_state, (g_stats, d_stats), ok = apply_if_finite(
             g_tx,
-            lax.pmean(grads, AXIS),
-            lax.pmean(loss, AXIS),
+            device_mean(grads),
+            device_mean(loss),
             state.g_params,
             state.g_opt_state,
             (g_stats, d_stats),
@@ -266,7 +266,7 @@ def make_gan_step(config, models) -> Callable:
         state, (d_metrics, d_skipped) = lax.scan(critic_body, state, (reals, d_keys))
         key = jax.random.fold_in(key, 1)
         state, (g_metrics, g_skipped) = generator_update(state, key, reals.shape[1])
-        metrics = lax.pmean({k: v[-1] for k, v in d_metrics.items()} | g_metrics, AXIS)
+        metrics = device_mean({k: v[-1] for k, v in d_metrics.items()} | g_metrics)
         skipped = jnp.sum(d_skipped) + g_skipped
         return state.replace(step=state.step + 1), metrics | {SKIPPED: skipped}
 
@@ -330,10 +330,10 @@ def make_vae_step(config, models) -> Callable:
             return neg_elbo.mean(), (stats, metrics)
 
         grads, (stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
-        metrics = lax.pmean(metrics, AXIS)
+        metrics = device_mean(metrics)
         params, opt_state, stats, ok = apply_if_finite(
             tx,
-            lax.pmean(grads, AXIS),
+            device_mean(grads),
             metrics["loss"],
             state.params,
             state.opt_state,
