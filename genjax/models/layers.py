@@ -85,8 +85,8 @@ def _conv_down_kernel_grad(x, dy):
     view_ij(x)^T @ dy, where view_ij is the stride-2 view of the padded x that tap meets.
 
     Dots, unlike the automatic kernel-gradient conv, run at full speed inside a while loop on
-    XLA:CPU; 16 per-tap dots ran faster there than one dot of all 16 views concatenated (im2col),
-    whose transposed (16 C, N) operand XLA:CPU multiplies slowly (benchmarks/layers.py).
+    XLA:CPU; 16 per-tap dots ran faster there than one dot of all 16 views concatenated
+    (im2col), side by side in benchmarks/layers.py.
     """
     (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
     xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
