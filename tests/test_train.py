@@ -182,3 +182,44 @@ def test_every_config_trains_a_few_steps(tmp_path, name):
     assert (tmp_path / "run" / "samples" / "step_00000004.png").exists()
     family = steps.GANState if name.startswith(("gan", "dcgan")) else steps.VAEState
     assert isinstance(state, family)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_no_host_round_trip_between_log_and_checkpoint_steps(tmp_path, on_device):
+    """Between log and checkpoint steps the loop never waits for the device: when it
+    dispatches a compiled call, the previous call is still running.
+
+    (jax.transfer_guard cannot show this on CPU, where device buffers are host memory and a
+    read of one is not a transfer; any read of a result, or other wait on it, would make
+    the previous call finished at every dispatch.) Each call is 10 steps of the MLP VAE,
+    far longer than the loop's own work between calls.
+    """
+    config = load_config(
+        "vae_mlp_mnist",
+        num_steps=200,
+        steps_per_call=10,
+        log_every=200,
+        checkpoint_every=200,
+        sample_every=0,
+    )
+    config.data.on_device = on_device
+    trainer = Trainer(config, tmp_path / "run")
+    compiled_chunk = trainer.chunk
+    previous, still_running = [], []
+
+    def chunk(length):
+        call = compiled_chunk(length)
+
+        def dispatch(*args):
+            if previous:
+                still_running.append(not all(x.is_ready() for x in previous))
+            out = call(*args)
+            previous[:] = jax.tree.leaves(out)
+            return out
+
+        return dispatch
+
+    trainer.chunk = chunk
+    trainer.run()
+    assert len(still_running) == 19
+    assert sum(still_running) >= 15, still_running
