@@ -3,7 +3,10 @@
 The session shares one persistent XLA compilation cache (a fresh temporary directory, set
 before jax is imported), inherited by every CLI the tests start: the same config is compiled
 by many tests and subprocesses, and the suite must fit CI's 10 minutes on 2 cores. Only
-compilation is cached; every step still runs.
+compilation is cached; every step still runs. For the same reason the 8-device equality
+check (tests/multidevice_check.py, a subprocess of about a minute of mostly single-threaded
+compilation) starts as soon as collection finds a test that needs it, and runs beside the
+tests before it.
 """
 
 import atexit
@@ -20,6 +23,32 @@ ROOT = Path(__file__).resolve().parents[1]
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="genjax-tests-xla-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+
+
+MULTIDEVICE = pytest.StashKey[subprocess.Popen]()
+
+
+def start_multidevice_check() -> subprocess.Popen:
+    """tests/multidevice_check.py in a subprocess; its stdout is the JSON report."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "multidevice_check.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+
+
+def pytest_collection_finish(session):
+    if any("multidevice_report" in getattr(item, "fixturenames", ()) for item in session.items):
+        session.config.stash[MULTIDEVICE] = start_multidevice_check()
+
+
+def pytest_sessionfinish(session):
+    """Stops the check if no test waited for it (a failure before it under -x, say)."""
+    proc = session.config.stash.get(MULTIDEVICE, None)
+    if proc is not None and proc.poll() is None:
+        proc.kill()
 
 
 def run_cli(*args, env=None, timeout=300, **kwargs):

@@ -1,35 +1,28 @@
 """Data parallelism and chunking do not change the maths."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from conftest import MULTIDEVICE, start_multidevice_check
 
 from genjax import experiment
 from genjax.config import base_config
 from genjax.parallel import DataParallel
 from genjax.train import make_chunk
 
-HERE = Path(__file__).parent
-
 
 @pytest.fixture(scope="module")
-def multidevice_report():
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-    out = subprocess.run(
-        [sys.executable, str(HERE / "multidevice_check.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout)
+def multidevice_report(request):
+    """The report of tests/multidevice_check.py, started by conftest after collection."""
+    proc = request.config.stash.get(MULTIDEVICE, None) or start_multidevice_check()
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads(stdout)
 
 
 @pytest.mark.parametrize("family", ["gan", "vae"])
