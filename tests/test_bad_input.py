@@ -182,7 +182,12 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
 
 
 def _mount_tmpfs(path, size="1m", read_only=False):
-    """A small tmpfs (a machine where mount is refused skips with that reason)."""
+    """A small tmpfs (a machine where mount is refused skips with that reason).
+
+    The tests that copy the ring workdir in mount 32 MB: it takes about 3.2 MB, yet in two
+    runs of this file copying it left an 8 MB tmpfs with no room for one more file (cause
+    not found).
+    """
     import subprocess
 
     path.mkdir(parents=True, exist_ok=True)
@@ -206,7 +211,7 @@ def test_read_only_workdir(ring_workdir, tmp_path):
     import shutil
     import subprocess
 
-    mount = _mount_tmpfs(tmp_path / "ro", size="8m")
+    mount = _mount_tmpfs(tmp_path / "ro", size="32m")
     try:
         shutil.copytree(ring_workdir, mount / "run")
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
@@ -221,7 +226,7 @@ def test_read_only_workdir(ring_workdir, tmp_path):
 def test_full_disk(ring_workdir, tmp_path):
     import shutil
 
-    mount = _mount_tmpfs(tmp_path / "full", size="8m")
+    mount = _mount_tmpfs(tmp_path / "full", size="32m")
     try:
         shutil.copytree(ring_workdir, mount / "run")
         with open(mount / "filler", "wb") as f:  # fill the file system to the last block
