@@ -312,7 +312,6 @@ class Trainer:
         train_key = jax.random.fold_in(self.key, 0)
 
         def save(step, state):
-            self._check_finite(state)
             data_state = None if c.data.on_device else self._host_iterator().get_state()
             checkpoints.save(step, state, data_state)
 
@@ -362,7 +361,7 @@ class Trainer:
                     if not (log_now or sample_now or eval_now or save_now or stop_now):
                         continue
                     host = self.parallel.unreplicate(state)  # once per event step (pmap slices)
-                    if log_now:
+                    if log_now or save_now or stop_now:  # before any save of a diverged state
                         self._check_finite(host)
                     if sample_now:
                         writer.picture(step, self.sample_picture(host.model))

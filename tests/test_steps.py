@@ -5,7 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from conftest import MULTIDEVICE, start_multidevice_check
+from conftest import MULTIDEVICE
 
 from genjax import experiment
 from genjax.config import base_config
@@ -16,7 +16,7 @@ from genjax.train import make_chunk
 @pytest.fixture(scope="module")
 def multidevice_report(request):
     """The report of tests/multidevice_check.py, started by conftest after collection."""
-    proc = request.config.stash.get(MULTIDEVICE, None) or start_multidevice_check()
+    proc = request.config.stash[MULTIDEVICE]
     try:
         stdout, stderr = proc.communicate(timeout=600)
     finally:
