@@ -185,8 +185,8 @@ def _mount_tmpfs(path, size="1m", read_only=False):
     """A small tmpfs (a machine where mount is refused skips with that reason).
 
     The tests that copy the ring workdir in mount 32 MB: it takes about 3.2 MB, yet in two
-    runs of this file copying it left an 8 MB tmpfs with no room for one more file (cause
-    not found).
+    runs (one of the suite, one of this file) copying it left an 8 MB tmpfs with no room
+    for one more file (cause not found).
     """
     import subprocess
 
