@@ -3,6 +3,8 @@ config values, missing and wrong paths, corrupt and empty data, a workdir of ano
 a read-only and a full workdir. Each gets one line naming the problem, exit code 2, no
 traceback, and the workdir left as it was."""
 
+import errno
+
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -182,12 +184,7 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
 
 
 def _mount_tmpfs(path, size="1m", read_only=False):
-    """A small tmpfs (a machine where mount is refused skips with that reason).
-
-    The tests that copy the ring workdir in mount 32 MB: it takes about 3.2 MB, yet in two
-    runs (one of the suite, one of this file) copying it left an 8 MB tmpfs with no room
-    for one more file (cause not found).
-    """
+    """A small tmpfs (a machine where mount is refused skips with that reason)."""
     import subprocess
 
     path.mkdir(parents=True, exist_ok=True)
@@ -199,6 +196,21 @@ def _mount_tmpfs(path, size="1m", read_only=False):
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     return path
+
+
+def _fill(path):
+    """Write zeros to path until the file system has no block left.
+
+    Unbuffered: a buffered file keeps the tail of the write that found the disk full and
+    raises ENOSPC again when it is closed (whenever the free space was not a whole number
+    of chunks, which made this test fail at random).
+    """
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while f.write(b"\0" * 65536):
+                pass
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
 
 
 def _umount(path):
@@ -229,13 +241,7 @@ def test_full_disk(ring_workdir, tmp_path):
     mount = _mount_tmpfs(tmp_path / "full", size="32m")
     try:
         shutil.copytree(ring_workdir, mount / "run")
-        with open(mount / "filler", "wb") as f:  # fill the file system to the last block
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
+        _fill(mount / "filler")
         before = snapshot(mount / "run")
         r = run_cli(*TRAIN, "--workdir", mount / "run", "--config.num_steps=200")
         assert_user_error(r, "MB free")
