@@ -3,11 +3,13 @@
 python benchmarks/layers.py [--batch 64] [--calls 20]
 
 For the 4x4 stride-2 conv between 14x14x64 and 7x7x128 (the dcgan_mnist discriminator's
-second layer; its transpose is the generator's first upsampling), each formulation runs
-twice inside a lax.scan that consumes its result (as in a train step, where XLA:CPU
-compiles convs differently than at top level). The calls alternate, so load changes hit
-all of them alike; the table gives the median ms per application and GFLOP/s (the
-layer's own FLOPs, 2 * B * 7 * 7 * 128 * 16 * 64, whatever the formulation computes).
+second layer; its transpose is the generator's first upsampling), and for the kernel
+gradient of the one between 28x28x1 and 14x14x64 (the discriminator's first layer; its
+transpose is the generator's last), each formulation runs twice inside a lax.scan that
+consumes its result (as in a train step, where XLA:CPU compiles convs differently than at
+top level). The calls alternate, so load changes hit all of them alike; the table gives the
+median ms per application and GFLOP/s (the layer's own FLOPs, 2 * B * Ho * Wo * O * 16 * C,
+whatever the formulation computes).
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ from jax import lax  # noqa: E402
 from genjax.models import layers  # noqa: E402
 
 
+def kernel_grad_per_tap(x, dy):
+    """16 (C, N) @ (N, O) dots, one per tap."""
+    return layers._conv_down_kernel_grad(x, dy, im2col=False)
+
+
 def kernel_grad_im2col(x, dy):
-    """patches(x)^T @ dy with all 16 views concatenated (im2col): one (16 C, N) @ (N, O) dot."""
-    (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
-    xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
-    views = [xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(4) for j in range(4)]
-    patches = jnp.concatenate(views, -1).reshape(-1, 16 * c)
-    return (patches.T @ dy.reshape(-1, o)).reshape(4, 4, c, o)
+    """One (16 C, N) @ (N, O) dot of all 16 views concatenated (im2col)."""
+    return layers._conv_down_kernel_grad(x, dy, im2col=True)
 
 
 def kernel_grad_autodiff(x, dy):
@@ -66,12 +69,16 @@ def main(argv=None):
     keys = jax.random.split(jax.random.key(0), 4)
     x14 = jax.random.normal(keys[0], (b, 14, 14, 64))
     x7 = jax.random.normal(keys[1], (b, 7, 7, 128))
+    x28 = jax.random.normal(keys[0], (b, 28, 28, 1))
     kernel_up = 0.02 * jax.random.normal(keys[2], (4, 4, 128, 64))
     kernel_down = 0.02 * jax.random.normal(keys[3], (4, 4, 64, 128))
+    first = "first down (C=1): kernel grad"
     cases = [  # (layer, formulation, fn, args)
-        ("down: kernel grad", "16 per-tap dots (genjax)", layers._conv_down_kernel_grad, (x14, x7)),
+        ("down: kernel grad", "16 per-tap dots (genjax)", kernel_grad_per_tap, (x14, x7)),
         ("down: kernel grad", "im2col, one dot", kernel_grad_im2col, (x14, x7)),
         ("down: kernel grad", "autodiff conv", kernel_grad_autodiff, (x14, x7)),
+        (first, "16 per-tap dots", kernel_grad_per_tap, (x28, x14)),
+        (first, "im2col, one dot (genjax)", kernel_grad_im2col, (x28, x14)),
         ("down: forward", "strided conv (genjax)", layers._conv_down, (x14, kernel_down)),
         ("up: forward", "sub-pixel conv (genjax)", layers._conv_up, (x7, kernel_up)),
         ("up: forward", "lax.conv_transpose", conv_transpose, (x7, kernel_up)),
@@ -85,9 +92,9 @@ def main(argv=None):
             start = time.perf_counter()
             call(*a).block_until_ready()
             times.append((time.perf_counter() - start) / 2)
-    flops = 2 * b * 7 * 7 * 128 * 16 * 64
     print(f"| layer (batch {b}) | formulation | ms | GFLOP/s |\n|---|---|---|---|")
     for (layer, name, _, _), times in zip(cases, seconds, strict=True):
+        flops = 2 * b * 7 * 7 * 128 * 16 * 64 if layer != first else 2 * b * 14 * 14 * 64 * 16
         ms = 1e3 * statistics.median(times)
         print(f"| {layer} | {name} | {ms:.2f} | {flops / ms / 1e6:.0f} |")
     print(f"\n{jax.devices()[0].device_kind}, jax {jax.__version__}")

@@ -55,10 +55,12 @@ CASES = [  # (layer, input shape (B, H, W, C), features, use_bias)
     (UpConv2x, (3, 4, 6, 2), 3, False),
     (UpConv2x, (1, 5, 3, 4), 1, True),
     (UpConv2x, (2, 1, 1, 2), 2, True),
+    (UpConv2x, (2, 3, 3, 4), 9, False),  # >= IM2COL_BELOW output channels: per-tap kernel grad
     (DownConv2x, (2, 28, 28, 1), 4, True),
     (DownConv2x, (2, 14, 14, 3), 6, False),
     (DownConv2x, (3, 7, 5, 2), 3, True),  # odd sizes: 'SAME' pads one more after
     (DownConv2x, (1, 1, 2, 2), 2, True),
+    (DownConv2x, (2, 5, 6, 9), 3, True),  # >= IM2COL_BELOW input channels: per-tap kernel grad
 ]
 
 
@@ -85,6 +87,18 @@ def test_equals_flax_strided_conv_and_its_gradients(layer, shape, features, use_
         jax.tree.leaves(g_params["params"][name]), jax.tree.leaves(g_params_ref), strict=True
     ):
         assert_close(a, b)
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 6, 1), (2, 7, 5, 3), (3, 4, 4, 8), (1, 3, 5, 10)])
+def test_kernel_gradient_forms_equal_autodiff(shape):
+    # Per-tap dots and one im2col dot, whichever IM2COL_BELOW would pick for these channels.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.zeros((4, 4, shape[-1], 5))
+    dy = jnp.asarray(rng.normal(size=layers._conv_down(x, kernel).shape), jnp.float32)
+    expected = jax.vjp(lambda k: layers._conv_down(x, k), kernel)[1](dy)[0]
+    for im2col in (True, False):
+        assert_close(layers._conv_down_kernel_grad(x, dy, im2col=im2col), expected)
 
 
 class PlainUpConv2x(nn.Module):

@@ -80,23 +80,29 @@ def _conv_up(x, kernel):
     return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, o)
 
 
-def _conv_down_kernel_grad(x, dy):
+# Below this many input channels the kernel gradient is one im2col dot, from it 16 per-tap dots.
+IM2COL_BELOW = 8
+
+
+def _conv_down_kernel_grad(x, dy, im2col: bool | None = None):
     """d kernel of `_conv_down(x, kernel)` for the output cotangent dy: per tap (i, j),
     view_ij(x)^T @ dy, where view_ij is the stride-2 view of the padded x that tap meets.
 
     Dots, unlike the automatic kernel-gradient conv, run at full speed inside a while loop on
-    XLA:CPU; 16 per-tap dots ran faster there than one dot of all 16 views concatenated
-    (im2col), side by side in benchmarks/layers.py.
+    XLA:CPU. With C input channels, 16 per-tap (C, N) @ (N, O) dots ran faster there than one
+    (16 C, N) @ (N, O) dot of all views concatenated (im2col) for C >= 8, slower below, where
+    each per-tap dot is a thin matrix-vector product that reads dy again; side by side in
+    benchmarks/layers.py. `im2col` forces one form (None: by C).
     """
     (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
     xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
+    views = [xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2] for i in range(4) for j in range(4)]
     dy = dy.reshape(-1, o)
-    taps = [
-        xp[:, i : i + 2 * ho : 2, j : j + 2 * wo : 2].reshape(-1, c).T @ dy
-        for i in range(4)
-        for j in range(4)
-    ]
-    return jnp.stack(taps).reshape(4, 4, c, o)
+    if im2col is None:
+        im2col = c < IM2COL_BELOW
+    if im2col:
+        return (jnp.concatenate(views, -1).reshape(-1, 16 * c).T @ dy).reshape(4, 4, c, o)
+    return jnp.stack([view.reshape(-1, c).T @ dy for view in views]).reshape(4, 4, c, o)
 
 
 @jax.custom_vjp
