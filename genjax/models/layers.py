@@ -80,7 +80,7 @@ def _conv_up(x, kernel):
     return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, o)
 
 
-# Below this many input channels the kernel gradient is one im2col dot, from it 16 per-tap dots.
+# Kernel gradients of layers with fewer input channels are one im2col dot, others 16 per-tap dots.
 IM2COL_BELOW = 8
 
 
