@@ -73,28 +73,29 @@ def main(argv=None):
     kernel_up = 0.02 * jax.random.normal(keys[2], (4, 4, 128, 64))
     kernel_down = 0.02 * jax.random.normal(keys[3], (4, 4, 64, 128))
     first = "first down (C=1): kernel grad"
-    cases = [  # (layer, formulation, fn, args)
-        ("down: kernel grad", "16 per-tap dots (genjax)", kernel_grad_per_tap, (x14, x7)),
-        ("down: kernel grad", "im2col, one dot", kernel_grad_im2col, (x14, x7)),
-        ("down: kernel grad", "autodiff conv", kernel_grad_autodiff, (x14, x7)),
-        (first, "16 per-tap dots", kernel_grad_per_tap, (x28, x14)),
-        (first, "im2col, one dot (genjax)", kernel_grad_im2col, (x28, x14)),
-        ("down: forward", "strided conv (genjax)", layers._conv_down, (x14, kernel_down)),
-        ("up: forward", "sub-pixel conv (genjax)", layers._conv_up, (x7, kernel_up)),
-        ("up: forward", "lax.conv_transpose", conv_transpose, (x7, kernel_up)),
+    f2 = 2 * b * 7 * 7 * 128 * 16 * 64  # FLOPs of the layer 14x14x64 <-> 7x7x128
+    f1 = 2 * b * 14 * 14 * 64 * 16 * 1  # FLOPs of the layer 28x28x1 <-> 14x14x64
+    cases = [  # (layer, formulation, fn, args, the layer's FLOPs)
+        ("down: kernel grad", "16 per-tap dots (genjax)", kernel_grad_per_tap, (x14, x7), f2),
+        ("down: kernel grad", "im2col, one dot", kernel_grad_im2col, (x14, x7), f2),
+        ("down: kernel grad", "autodiff conv", kernel_grad_autodiff, (x14, x7), f2),
+        (first, "16 per-tap dots", kernel_grad_per_tap, (x28, x14), f1),
+        (first, "im2col, one dot (genjax)", kernel_grad_im2col, (x28, x14), f1),
+        ("down: forward", "strided conv (genjax)", layers._conv_down, (x14, kernel_down), f2),
+        ("up: forward", "sub-pixel conv (genjax)", layers._conv_up, (x7, kernel_up), f2),
+        ("up: forward", "lax.conv_transpose", conv_transpose, (x7, kernel_up), f2),
     ]
-    calls = [in_loop(fn, *a) for _, _, fn, a in cases]
-    for call, (_, _, _, a) in zip(calls, cases, strict=True):
+    calls = [in_loop(fn, *a) for _, _, fn, a, _ in cases]
+    for call, (_, _, _, a, _) in zip(calls, cases, strict=True):
         call(*a).block_until_ready()
     seconds = [[] for _ in cases]
     for _ in range(args.calls):
-        for call, (_, _, _, a), times in zip(calls, cases, seconds, strict=True):
+        for call, (_, _, _, a, _), times in zip(calls, cases, seconds, strict=True):
             start = time.perf_counter()
             call(*a).block_until_ready()
             times.append((time.perf_counter() - start) / 2)
     print(f"| layer (batch {b}) | formulation | ms | GFLOP/s |\n|---|---|---|---|")
-    for (layer, name, _, _), times in zip(cases, seconds, strict=True):
-        flops = 2 * b * 7 * 7 * 128 * 16 * 64 if layer != first else 2 * b * 14 * 14 * 64 * 16
+    for (layer, name, _, _, flops), times in zip(cases, seconds, strict=True):
         ms = 1e3 * statistics.median(times)
         print(f"| {layer} | {name} | {ms:.2f} | {flops / ms / 1e6:.0f} |")
     print(f"\n{jax.devices()[0].device_kind}, jax {jax.__version__}")
