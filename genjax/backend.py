@@ -6,10 +6,10 @@ consumer and carries every counter array through memory five times, which costs 
 large draw such as the MLP VAE's Bernoulli draw per pixel (dynamic binarisation).
 `unroll_large_threefry_on_cpu` lowers draws of at least `UNROLL_FROM` numbers with the
 straight-line form of the same hash (Salmon et al. 2011: Random123's threefry2x32, 20
-rounds), which XLA fuses into the draw, and keeps the loop for smaller ones, where unrolling
-adds compile time (measurably for the DCGAN step) and saves little. The bits are identical:
-tests/test_backend.py checks the published known answers for both forms and draws against a
-process without this module.
+rounds), which XLA fuses into the draw, and keeps the loop for smaller ones: unrolling them
+too added compile time to the DCGAN step and no speed (a probe outside the repo). The bits
+are identical: tests/test_backend.py checks the published known answers for both forms and
+draws against a process without this module.
 """
 
 from __future__ import annotations

@@ -90,9 +90,10 @@ def _conv_down_kernel_grad(x, dy, im2col: bool | None = None):
 
     Dots, unlike the automatic kernel-gradient conv, run at full speed inside a while loop on
     XLA:CPU. With C input channels, 16 per-tap (C, N) @ (N, O) dots ran faster there than one
-    (16 C, N) @ (N, O) dot of all views concatenated (im2col) for C >= 8, slower below, where
-    each per-tap dot is a thin matrix-vector product that reads dy again; side by side in
-    benchmarks/layers.py. `im2col` forces one form (None: by C).
+    (16 C, N) @ (N, O) dot of all views concatenated (im2col) for C = 64, slower for C = 1,
+    where each per-tap dot is a thin matrix-vector product that reads dy again (side by side
+    in benchmarks/layers.py); the switch at IM2COL_BELOW channels is where the two forms met
+    in a probe outside the repo (C = 3, 8, 16, 32). `im2col` forces one form (None: by C).
     """
     (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
     xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
