@@ -3,10 +3,15 @@
 The session shares one persistent XLA compilation cache (a fresh temporary directory, set
 before jax is imported), inherited by every CLI the tests start: the same config is compiled
 by many tests and subprocesses, and the suite must fit CI's 10 minutes on 2 cores. Only
-compilation is cached; every step still runs. For the same reason the 8-device equality
-check (tests/multidevice_check.py, a subprocess of about a minute of mostly single-threaded
-compilation) starts as soon as collection finds a test that needs it, and runs beside the
-tests before it.
+compilation is cached; every step still runs. For the same reason the suite runs on two
+pytest-xdist workers (pyproject's addopts; `-n 0` runs it in one process), and the 8-device
+equality check (tests/multidevice_check.py, a subprocess of about a minute of mostly
+single-threaded compilation) starts as soon as collection finds a test that needs it, and
+runs beside the tests before it. Every xdist worker collects every test, so each starts its
+own check; the tests that read it may run on either worker. Starting it later, in the one
+worker that runs them all (an xdist_group), saved that CPU but made the suite longer: the
+check then ran alone at the end of that worker's queue instead of beside other tests (540 s
+against 457 s for the whole suite, one run each here).
 """
 
 import atexit
