@@ -8,10 +8,10 @@ pytest-xdist workers (pyproject's addopts; `-n 0` runs it in one process), and t
 equality check (tests/multidevice_check.py, a subprocess of about a minute of mostly
 single-threaded compilation) starts as soon as collection finds a test that needs it, and
 runs beside the tests before it. Every xdist worker collects every test, so each starts its
-own check; the tests that read it may run on either worker. Starting it later, in the one
-worker that runs them all (an xdist_group), saved that CPU but made the suite longer: the
-check then ran alone at the end of that worker's queue instead of beside other tests (540 s
-against 457 s for the whole suite, one run each here).
+own check, and the tests that read it may run on either worker. Starting it only when a
+worker first needs it (the tests in one xdist_group) saves that CPU, but then the check runs
+alone at the end of that worker's queue instead of beside other tests; in one trial of that
+variant the whole suite took longer.
 """
 
 import atexit
