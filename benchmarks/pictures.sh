@@ -1,32 +1,40 @@
 #!/usr/bin/env bash
-# Trains every default config and makes README's pictures and training times.
+# Trains default configs and makes README's pictures and training times.
 #   bash benchmarks/pictures.sh [RUNS_DIR [CONFIG ...]]
-# writes docs/CONFIG.png (and docs/CONFIG_reconstruct.png for VAEs) and the wall times
-# to docs/train_times.md; default: every config.
+# writes docs/CONFIG.png (and docs/CONFIG_reconstruct.png for VAEs) and puts each config's
+# wall time and final losses in docs/train_times.md, replacing that config's row and
+# keeping the others; default: every config in configs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-runs/pictures}
 shift || true
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(gan_ring8 gan_grid25 gan_mlp_mnist dcgan_mnist vae_mlp_mnist vae_conv_mnist)
+if [ ${#configs[@]} -eq 0 ]; then
+  for file in configs/[a-z]*.py; do configs+=("$(basename "$file" .py)"); done
+fi
 mkdir -p "$runs" docs
-echo "| config | steps | wall time (s) | final losses |" > docs/train_times.md
-echo "|---|---|---|---|" >> docs/train_times.md
 for name in "${configs[@]}"; do
-  rm -rf "$runs/$name"
+  rm -rf "${runs:?}/$name"
   start=$(date +%s.%N)
   python train.py --config "configs/$name.py" --workdir "$runs/$name" 2>/dev/null
   end=$(date +%s.%N)
   python sample.py --workdir "$runs/$name" --out "docs/$name.png" --num 64 --seed 0
   case $name in vae_*) python sample.py --workdir "$runs/$name" --out "docs/${name}_reconstruct.png" \
                          --num 16 --mode reconstruct;; esac
-  python - "$runs/$name/metrics.jsonl" "$name" "$start" "$end" >> docs/train_times.md <<'PY'
+  python - "$runs/$name/metrics.jsonl" "$name" "$start" "$end" docs/train_times.md <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-last = rows[-1]
+from pathlib import Path
+metrics, name, start, end, table = sys.argv[1:]
+last = [json.loads(line) for line in open(metrics) if line.strip()][-1]
 losses = ", ".join(f"{k} {v:.3g}" for k, v in last.items()
                    if k not in ("step", "steps_per_sec", "skipped_updates"))
-print(f"| {sys.argv[2]} | {last['step']} | {float(sys.argv[4]) - float(sys.argv[3]):.0f} | {losses} |")
+row = f"| {name} | {last['step']} | {float(end) - float(start):.0f} | {losses} |"
+path = Path(table)
+old = path.read_text().splitlines()[2:] if path.exists() else []
+rows = {line.split("|")[1].strip(): line for line in old if line.startswith("|")}
+rows[name] = row
+head = ["| config | steps | wall time (s) | final losses |", "|---|---|---|---|"]
+path.write_text("\n".join(head + [rows[k] for k in sorted(rows)]) + "\n")
 PY
 done
 cat docs/train_times.md
