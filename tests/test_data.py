@@ -195,6 +195,17 @@ def test_idx_round_trip(tmp_path, sep, suffix):
     assert len(load_source(spec, "all")) == 40
 
 
+def test_idx_arrays_of_the_wrong_kind(tmp_path):
+    images, labels = random_digits(20, 3)
+    labels_path = tmp_path / "train-labels-idx1-ubyte"
+    write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    write_idx(labels_path, labels[:19])
+    config_error(load_source, f"idx:{tmp_path}", "train", must_mention=(str(labels_path), "(20,)"))
+    labels_path.unlink()
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((20, 5, 4, 2), np.uint8))
+    config_error(load_source, f"idx:{tmp_path}", "train", must_mention=("2 channels", "1 or 3"))
+
+
 def test_idx_unlabelled_without_t10k_holds_out_last_tenth(tmp_path):
     images, _ = random_digits(20, 2)
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)
@@ -261,6 +272,12 @@ def test_npz_errors(tmp_path):
     config_error(load_source, f"npz:{path}", "train", must_mention=("'images'", "pictures"))
     np.savez(path, images=np.zeros((3, 2, 2), np.float32))
     config_error(load_source, f"npz:{path}", "train", must_mention=("float32", "uint8"))
+    np.savez(path, images=np.zeros((3, 2, 2, 5), np.uint8))
+    config_error(load_source, f"npz:{path}", "train", must_mention=("'images'", "5 channels"))
+    np.savez(path, images=np.zeros((3, 2, 2), np.uint8), labels=np.zeros(3, np.float32))
+    config_error(load_source, f"npz:{path}", "train", must_mention=("'labels'", "float32"))
+    np.savez(path, images=np.zeros((3, 2, 2), np.uint8), labels=np.zeros(2, np.int64))
+    config_error(load_source, f"npz:{path}", "train", must_mention=("'labels'", "(3,)"))
     path.write_bytes(b"not a zip file")
     config_error(load_source, f"npz:{path}", "train", must_mention=("cannot read",))
 

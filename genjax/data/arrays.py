@@ -118,6 +118,32 @@ def count_classes(spec: str, *labels: np.ndarray | None) -> int | None:
     return 1 + max(int(lab.max()) for lab in present)
 
 
+def image_split(
+    spec: str, images: np.ndarray, labels: np.ndarray | None, images_name: str, labels_name: str
+) -> dict[str, np.ndarray]:
+    """One split's arrays, checked: uint8 images (N, H, W) or (N, H, W, C) with C = 1 or 3,
+    as NHWC, and optional integer labels (N,), as int32. The names say in an error which
+    file or array was wrong."""
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise data_error(
+            spec,
+            f"{images_name} is {images.dtype} {images.shape}; "
+            "expected uint8 (N, H, W) or (N, H, W, C)",
+        )
+    if images.ndim == 4 and images.shape[-1] not in (1, 3):
+        raise data_error(spec, f"{images_name} has {images.shape[-1]} channels; valid: 1 or 3")
+    arrays = {"image": images if images.ndim == 4 else images[..., None]}
+    if labels is not None:
+        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+            raise data_error(
+                spec,
+                f"{labels_name} is {labels.dtype} {labels.shape}; "
+                f"expected integers of shape ({len(images)},)",
+            )
+        arrays["label"] = labels.astype(np.int32)
+    return arrays
+
+
 @dataclasses.dataclass(frozen=True)
 class ArraySplits:
     """An in-memory data set: its train arrays, native test arrays (or None), and metadata."""

@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from genjax.data.arrays import ArraySplits, count_classes
+from genjax.data.arrays import ArraySplits, count_classes, image_split
 from genjax.data.errors import data_error
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -86,20 +86,5 @@ def load_idx_dir(spec: str, root: str, image_size: int = 0) -> ArraySplits:
 def _read_split(spec: str, images_path: str, labels_path: str | None) -> dict[str, np.ndarray]:
     """One split's images (uint8, NHWC) and optional labels, checked against each other."""
     images = read_idx(spec, images_path)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise data_error(
-            spec,
-            f"{images_path}: images must be uint8 (N, H, W) or (N, H, W, C), "
-            f"got {images.dtype} {images.shape}",
-        )
-    arrays = {"image": images if images.ndim == 4 else images[..., None]}
-    if labels_path is not None:
-        labels = read_idx(spec, labels_path)
-        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
-            raise data_error(
-                spec,
-                f"{labels_path}: labels must be integers of shape ({len(images)},), "
-                f"got {labels.dtype} {labels.shape}",
-            )
-        arrays["label"] = labels.astype(np.int32)
-    return arrays
+    labels = read_idx(spec, labels_path) if labels_path is not None else None
+    return image_split(spec, images, labels, images_path, labels_path)

@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 
-from genjax.data.arrays import ArraySplits, count_classes
+from genjax.data.arrays import ArraySplits, count_classes, image_split
 from genjax.data.errors import data_error
 
 NPZ_KEYS = "images (N, H, W) or (N, H, W, C) uint8, optional labels, test_images, test_labels"
@@ -44,21 +44,5 @@ def load_npz(spec: str, path: str, image_size: int = 0) -> ArraySplits:
 
 def _split(spec: str, contents: dict, image_key: str, label_key: str) -> dict[str, np.ndarray]:
     """One split's arrays from the file, checked: uint8 NHWC images, integer labels (N,)."""
-    images = contents[image_key]
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise data_error(
-            spec, f"{image_key!r} is {images.dtype} {images.shape}; expected {NPZ_KEYS}"
-        )
-    if images.ndim == 4 and images.shape[-1] not in (1, 3):
-        raise data_error(spec, f"{image_key!r} has {images.shape[-1]} channels; valid: 1 or 3")
-    arrays = {"image": images if images.ndim == 4 else images[..., None]}
-    if label_key in contents:
-        labels = contents[label_key]
-        if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
-            raise data_error(
-                spec,
-                f"{label_key!r} is {labels.dtype} {labels.shape}; "
-                f"expected integers of shape ({len(images)},)",
-            )
-        arrays["label"] = labels.astype(np.int32)
-    return arrays
+    labels = contents[label_key] if label_key in contents else None
+    return image_split(spec, contents[image_key], labels, repr(image_key), repr(label_key))
