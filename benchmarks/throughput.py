@@ -10,7 +10,9 @@ embedded data set or on random data of --data_shape. Steady-state time is the
 median of --calls timed calls after --warmup, each ending in block_until_ready; with --torch
 the PyTorch eager reference (benchmarks/torch_reference.py) is timed in alternation with it,
 as is the peak (a large matmul in the same dtype), so ratios hold under a changing machine
-load. FLOPs per step: XLA's cost analysis of the compiled 1-step call.
+load. FLOPs and bytes accessed per step: XLA's cost analysis of the compiled 1-step call
+(bytes: the operands and results of every op after fusion, i.e. the memory traffic if no
+cache kept anything between ops; FLOPs / bytes is the step's arithmetic intensity).
 Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
 
 --loop also runs train.py's whole loop (Trainer.run, the config's own log, sample and
@@ -97,10 +99,11 @@ def compiled_chunk(trainer: Trainer, length: int, state):
     return compiled, data, key, time.perf_counter() - start
 
 
-def cost_flops(compiled) -> float:
+def cost(compiled) -> tuple[float, float]:
+    """(FLOPs, bytes accessed) of a compiled call, from XLA's cost analysis (nan if absent)."""
     analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, list | tuple) else analysis
-    return float((analysis or {}).get("flops", float("nan")))
+    analysis = (analysis[0] if isinstance(analysis, list | tuple) else analysis) or {}
+    return tuple(float(analysis.get(key, float("nan"))) for key in ("flops", "bytes accessed"))
 
 
 def timed(fn) -> float:
@@ -152,7 +155,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
     state = trainer.parallel.replicate(trainer.initial_state())
     call, data, key, compile_s = compiled_chunk(trainer, k, state)
     # Per step: a 1-step call's count (XLA counts a loop body once, or unrolled copies of it).
-    flops = cost_flops(call if k == 1 else compiled_chunk(trainer, 1, state)[0])
+    flops, bytes_accessed = cost(call if k == 1 else compiled_chunk(trainer, 1, state)[0])
     box = {"state": state}
 
     def genjax_call():
@@ -183,6 +186,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         "step_ms": 1e3 * step_s,
         "examples_per_s": config.batch_size / step_s,
         "flops_per_step": flops,
+        "bytes_per_step": bytes_accessed,
         "flops_per_s": flops / step_s,
         "peak_flops_per_s": peak,
         "mfu": flops / step_s / peak,
@@ -214,6 +218,7 @@ COLUMNS = [  # (header, key, format)
     ("ms/step", "step_ms", "{:.3g}"),
     ("examples/s", "examples_per_s", "{:,.0f}"),
     ("GFLOP/step", "flops_per_step", "{:.3g}", 1e-9),
+    ("GB/step", "bytes_per_step", "{:.3g}", 1e-9),
     ("GFLOP/s", "flops_per_s", "{:.3g}", 1e-9),
     ("MFU", "mfu", "{:.1%}"),
     ("torch ex/s", "torch_examples_per_s", "{:,.0f}"),
