@@ -119,7 +119,11 @@ def count_classes(spec: str, *labels: np.ndarray | None) -> int | None:
 
 
 def image_split(
-    spec: str, images: np.ndarray, labels: np.ndarray | None, images_name: str, labels_name: str
+    spec: str,
+    images: np.ndarray,
+    labels: np.ndarray | None,
+    images_name: str,
+    labels_name: str | None,
 ) -> dict[str, np.ndarray]:
     """One split's arrays, checked: uint8 images (N, H, W) or (N, H, W, C) with C = 1 or 3,
     as NHWC, and optional integer labels (N,), as int32. The names say in an error which
