@@ -14,6 +14,9 @@ load. FLOPs and bytes accessed per step: XLA's cost analysis of the compiled 1-s
 (bytes: the operands and results of every op after fusion, i.e. the memory traffic if no
 cache kept anything between ops; FLOPs / bytes is the step's arithmetic intensity).
 Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
+With steps_per_call K > 1 the same step compiled one per call is timed in alternation too:
+`one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms, what K steps per call save
+in dispatch and host round trips.
 
 --loop also runs train.py's whole loop (Trainer.run, the config's own log, sample and
 checkpoint intervals) in a temporary workdir for checkpoint_every + 2 * log_every steps, and
@@ -154,28 +157,36 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
     k = config.steps_per_call
     state = trainer.parallel.replicate(trainer.initial_state())
     call, data, key, compile_s = compiled_chunk(trainer, k, state)
-    # Per step: a 1-step call's count (XLA counts a loop body once, or unrolled copies of it).
-    flops, bytes_accessed = cost(call if k == 1 else compiled_chunk(trainer, 1, state)[0])
+    one_step, one_step_data = (call, data) if k == 1 else compiled_chunk(trainer, 1, state)[:2]
+    # Per step: the 1-step call's count (XLA counts a loop body once, or unrolled copies of it).
+    flops, bytes_accessed = cost(one_step)
     box = {"state": state}
 
-    def genjax_call():
-        box["state"], metrics = call(box["state"], data, key)
-        jax.block_until_ready((box["state"], metrics))
+    def runner(compiled, data):
+        def run():
+            box["state"], metrics = compiled(box["state"], data, key)
+            jax.block_until_ready((box["state"], metrics))
+
+        return run
 
     arrays = trainer.train_source.to_arrays()
     arrays = {k: v for k, v in arrays.items() if k in ("image", "point")}
-    torch_call = torch_reference_call(config, arrays, k, args.torch_threads) if args.torch else None
     matmul, matmul_flops = peak_matmul(config.dtype, args.quick)
-    calls = [genjax_call, matmul] + ([torch_call] if torch_call else [])
+    calls = {"genjax": runner(call, data), "peak": matmul}
+    if k > 1:  # the same steps one per call, to show what steps_per_call gains
+        calls["one_step"] = runner(one_step, one_step_data)
+    if args.torch:
+        calls["torch"] = torch_reference_call(config, arrays, k, args.torch_threads)
+    calls = {label: fn for label, fn in calls.items() if fn is not None}
     for _ in range(args.warmup):
-        for fn in calls:
+        for fn in calls.values():
             fn()
-    seconds = [[] for _ in calls]
+    seconds = {label: [] for label in calls}
     for _ in range(args.calls):  # in turn, so that load changes hit all of them alike
-        for fn, times in zip(calls, seconds, strict=True):
-            times.append(timed(fn))
-    step_s = statistics.median(seconds[0]) / k
-    peak = matmul_flops / statistics.median(seconds[1])
+        for label, fn in calls.items():
+            seconds[label].append(timed(fn))
+    step_s = statistics.median(seconds["genjax"]) / k
+    peak = matmul_flops / statistics.median(seconds["peak"])
     row = {
         "config": name,
         "batch": config.batch_size,
@@ -190,18 +201,21 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         "flops_per_s": flops / step_s,
         "peak_flops_per_s": peak,
         "mfu": flops / step_s / peak,
-        "spread": (max(seconds[0]) - min(seconds[0])) / k / step_s,
+        "spread": (max(seconds["genjax"]) - min(seconds["genjax"])) / k / step_s,
     }
-    if torch_call:
-        torch_step_s = statistics.median(seconds[2]) / k
+    if "one_step" in seconds:
+        row["one_step_ms"] = 1e3 * statistics.median(seconds["one_step"])
+        row["steps_per_call_gain"] = row["one_step_ms"] / row["step_ms"]
+    if "torch" in seconds:
+        torch_step_s = statistics.median(seconds["torch"]) / k
         row["torch_threads"] = sys.modules["torch"].get_num_threads()
         row["torch_examples_per_s"] = config.batch_size / torch_step_s
         row["speedup_vs_torch"] = torch_step_s / step_s
     if args.loop:
         median_rate, mean_rate = loop_rate(config, data_shape)
         # the call timed again right after the loop: on a shared machine the speed drifts
-        after = [timed(genjax_call) for _ in range(args.calls)]
-        call_s = statistics.median(seconds[0] + after) / k
+        after = [timed(calls["genjax"]) for _ in range(args.calls)]
+        call_s = statistics.median(seconds["genjax"] + after) / k
         row["loop_steps_per_s"] = median_rate
         row["loop_fraction"] = median_rate * call_s
         row["loop_fraction_mean"] = mean_rate * call_s
@@ -216,6 +230,7 @@ COLUMNS = [  # (header, key, format)
     ("K", "steps_per_call", "{}"),
     ("compile s", "compile_s", "{:.1f}"),
     ("ms/step", "step_ms", "{:.3g}"),
+    ("ms/step at K=1", "one_step_ms", "{:.3g}"),
     ("examples/s", "examples_per_s", "{:,.0f}"),
     ("GFLOP/step", "flops_per_step", "{:.3g}", 1e-9),
     ("GB/step", "bytes_per_step", "{:.3g}", 1e-9),

@@ -9,7 +9,7 @@ import math
 
 from conftest import run_cli
 
-KEYS = (  # the keys, then the loop's and the roofline's
+KEYS = (  # the keys, then bytes, steps_per_call's gain and the loop's
     "config",
     "batch",
     "dtype",
@@ -22,6 +22,8 @@ KEYS = (  # the issue's keys, then the loop's and the roofline's
     "peak_flops_per_s",
     "mfu",
     "bytes_per_step",
+    "one_step_ms",
+    "steps_per_call_gain",
     "loop_steps_per_s",
     "loop_fraction",
     "loop_fraction_mean",
@@ -50,6 +52,8 @@ def test_throughput_json_and_table(tmp_path):
     assert math.isclose(row["examples_per_s"], row["batch"] / step_s, rel_tol=1e-9)
     assert math.isclose(row["flops_per_s"], row["flops_per_step"] / step_s, rel_tol=1e-9)
     assert math.isclose(row["mfu"], row["flops_per_s"] / row["peak_flops_per_s"], rel_tol=1e-9)
+    gain = row["one_step_ms"] / row["step_ms"]
+    assert math.isclose(row["steps_per_call_gain"], gain, rel_tol=1e-9)
     # per step (about 0.4 GFLOP), not per 50-step call (about 2e10)
     assert 1e8 < row["flops_per_step"] < 1e10
     lines = table.read_text().splitlines()
