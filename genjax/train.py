@@ -158,6 +158,7 @@ class Trainer:
         self._dataset = None
         self._iterator = None
         self._sampler = None
+        self._sample_key = jax.random.fold_in(self.key, 2)
 
     # ----------------------------------------------------------------- data
     def _on_device_dataset(self):
@@ -220,20 +221,25 @@ class Trainer:
         return new_train_state(model, self.experiment.family)
 
     # -------------------------------------------------------------- samples
+    def compile_sampler(self, model_state) -> None:
+        """Compiles the sampler of `sample_picture` for states shaped and placed like
+        `model_state`. `run` does this before its first step, so that neither the compile
+        stall nor an error in the sampler waits for the first sample step."""
+        c = self.config
+        sampler = partial(
+            sampling.samples,
+            self.experiment.models,
+            num=c.num_samples,
+            z_dim=c.model.z_dim,
+            likelihood=c.vae.likelihood,
+        )
+        self._sampler = jax.jit(sampler).lower(model_state, self._sample_key).compile()
+
     def sample_picture(self, model_state):
         """The picture logged every sample_every steps: a grid, or a scatter over real data."""
         if self._sampler is None:
-            c = self.config
-            self._sampler = jax.jit(
-                partial(
-                    sampling.samples,
-                    self.experiment.models,
-                    num=c.num_samples,
-                    z_dim=c.model.z_dim,
-                    likelihood=c.vae.likelihood,
-                )
-            )
-        x = np.asarray(self._sampler(model_state, jax.random.fold_in(self.key, 2)))
+            self.compile_sampler(model_state)
+        x = np.asarray(self._sampler(model_state, self._sample_key))
         if self.train_source.kind == "point":
             return sampling.scatter_plot(x, self.test_source.to_arrays()["point"][:2000])
         return sampling.image_grid(sampling.to_uint8(x))
@@ -309,6 +315,8 @@ class Trainer:
             write_atomically(self.workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
         writer = MetricWriter(self.workdir, resume_step=step) if self.is_writer else None
         state = self.parallel.replicate(state)
+        if writer is not None:  # the last step always samples
+            self.compile_sampler(self.parallel.unreplicate(state).model)
         train_key = jax.random.fold_in(self.key, 0)
 
         def save(step, state):
