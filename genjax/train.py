@@ -315,7 +315,7 @@ class Trainer:
             write_atomically(self.workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
         writer = MetricWriter(self.workdir, resume_step=step) if self.is_writer else None
         state = self.parallel.replicate(state)
-        if writer is not None:  # the last step always samples
+        if writer is not None and step < c.num_steps:  # the last step always samples
             self.compile_sampler(self.parallel.unreplicate(state).model)
         train_key = jax.random.fold_in(self.key, 0)
 

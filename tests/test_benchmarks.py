@@ -46,7 +46,7 @@ def test_throughput_json_and_table(tmp_path):
     assert set(KEYS) <= set(row), set(KEYS) - set(row)
     assert (row["config"], row["batch"], row["dtype"]) == ("gan_ring8", 256, "float32")
     assert row["steps_per_call"] == 50
-    for key in KEYS[4:]:
+    for key in KEYS[4:]:  # all but config, batch, dtype and steps_per_call are numbers
         assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
     step_s = row["step_ms"] / 1e3
     assert math.isclose(row["examples_per_s"], row["batch"] / step_s, rel_tol=1e-9)
