@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="genjax-tests-xla-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+# Cache every compile, not only those over jax's default 1 s: each CLI process compiles the
+# same small programs (eager ops, the sampler) again.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
 MULTIDEVICE = pytest.StashKey[subprocess.Popen]()
