@@ -25,7 +25,8 @@ log interval (which holds compilation), as `loop_steps_per_s`, and that over the
 call's rate as `loop_fraction` (the call's time here is the median over the timed calls
 before the loop and as many again right after it); `loop_fraction_mean` uses all the
 steps after the first interval instead of the median, so sample and checkpoint stalls count
-in full.
+in full. With --quick the loop logs every 4 calls and samples and checkpoints every 8 instead
+(a check that it runs, not a measurement).
 --host_data sets data.on_device=False: batches come from the grain pipeline on the host
 (the timed call reuses one such batch; the loop reads them as train.py does).
 """
@@ -134,10 +135,13 @@ def torch_reference_call(config, arrays: dict, steps: int, threads: int = 0):
     return torch_reference.make_call(config, arrays, steps, device, threads)
 
 
-def loop_rate(config, data_shape: tuple | None) -> tuple[float, float]:
+def loop_rate(config, data_shape: tuple | None, quick: bool) -> tuple[float, float]:
     """train.py's loop run for checkpoint_every + 2 log intervals in a temporary workdir:
     (median steps/s over the log intervals after the first, steps/s over all of them)."""
     config = config.copy_and_resolve_references()
+    if quick:
+        config.log_every = 4 * config.steps_per_call
+        config.sample_every = config.checkpoint_every = 2 * config.log_every
     config.num_steps = min(config.num_steps, config.checkpoint_every + 2 * config.log_every)
     with tempfile.TemporaryDirectory() as workdir:
         trainer_for(config, data_shape, Path(workdir)).run()
@@ -212,7 +216,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         row["torch_examples_per_s"] = config.batch_size / torch_step_s
         row["speedup_vs_torch"] = torch_step_s / step_s
     if args.loop:
-        median_rate, mean_rate = loop_rate(config, data_shape)
+        median_rate, mean_rate = loop_rate(config, data_shape, args.quick)
         # the call timed again right after the loop: on a shared machine the speed drifts
         after = [timed(calls["genjax"]) for _ in range(args.calls)]
         call_s = statistics.median(seconds["genjax"] + after) / k
@@ -274,7 +278,9 @@ def parse_args(argv=None):
     p.add_argument("--host_data", action="store_true", help="data.on_device=False (grain)")
     p.add_argument("--calls", type=int, default=20, help="timed calls (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after compiling")
-    p.add_argument("--quick", action="store_true", help="3 calls, 1 warm-up, small peak matmul")
+    p.add_argument(
+        "--quick", action="store_true", help="3 calls, 1 warm-up, small peak matmul, short loop"
+    )
     p.add_argument("--json", help="write the rows here (a list of objects)")
     p.add_argument("--markdown", help="write the table here")
     args = p.parse_args(argv)

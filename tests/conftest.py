@@ -5,21 +5,22 @@ before jax is imported), inherited by every CLI the tests start: the same config
 by many tests and subprocesses, and the suite must fit CI's 10 minutes on 2 cores. Only
 compilation is cached; every step still runs. For the same reason the suite runs on two
 pytest-xdist workers (pyproject's addopts; `-n 0` runs it in one process), and the 8-device
-equality check (tests/multidevice_check.py, a subprocess of about a minute of mostly
+equality check (tests/multidevice_check.py, a subprocess of a minute or more of mostly
 single-threaded compilation) starts as soon as collection finds a test that needs it, and
-runs beside the tests before it. Every xdist worker collects every test, so each starts its
-own check, and the tests that read it may run on either worker. Starting it only when a
-worker first needs it (the tests in one xdist_group) saves that CPU, but then the check runs
-alone at the end of that worker's queue instead of beside other tests; in one trial of that
-variant the whole suite took longer.
+runs beside the tests before it. Every xdist worker collects every test; the first to get
+there starts the one check of the session, whose report lands in a directory all workers
+share, so the tests that read it may run on any worker.
 """
 
 import atexit
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -33,30 +34,60 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
+# The session's shared directory (made before xdist starts its workers, which inherit it).
+if "GENJAX_TEST_SESSION_DIR" not in os.environ:
+    os.environ["GENJAX_TEST_SESSION_DIR"] = tempfile.mkdtemp(prefix="genjax-tests-")
+    atexit.register(shutil.rmtree, os.environ["GENJAX_TEST_SESSION_DIR"], True)
+MULTIDEVICE_DIR = Path(os.environ["GENJAX_TEST_SESSION_DIR"]) / "multidevice"
 MULTIDEVICE = pytest.StashKey[subprocess.Popen]()
 
 
 def start_multidevice_check() -> subprocess.Popen:
-    """tests/multidevice_check.py in a subprocess; its stdout is the JSON report."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "multidevice_check.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    """tests/multidevice_check.py in its own process group; it leaves `stdout` (the JSON
+    report) and `stderr` in MULTIDEVICE_DIR, then `rc`, its exit status, when it is done."""
+    script = (
+        'python "$1" > "$2/stdout" 2> "$2/stderr"; echo $? > "$2/rc.tmp"; mv "$2/rc.tmp" "$2/rc"'
     )
+    return subprocess.Popen(
+        ["sh", "-c", script, "sh", str(ROOT / "tests" / "multidevice_check.py"), MULTIDEVICE_DIR],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        start_new_session=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def multidevice_report() -> dict:
+    """The check's report, once it is done (whichever worker started it)."""
+    timeout = 600
+    rc, deadline = MULTIDEVICE_DIR / "rc", time.monotonic() + timeout
+    while not rc.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"tests/multidevice_check.py gave no report in {timeout:.0f} s")
+        time.sleep(0.5)
+    stderr = (MULTIDEVICE_DIR / "stderr").read_text()
+    assert rc.read_text().strip() == "0", stderr[-3000:]
+    return json.loads((MULTIDEVICE_DIR / "stdout").read_text())
 
 
 def pytest_collection_finish(session):
     if any("multidevice_report" in getattr(item, "fixturenames", ()) for item in session.items):
+        try:
+            MULTIDEVICE_DIR.mkdir()  # atomic: the first worker here starts the check
+        except FileExistsError:
+            return
         session.config.stash[MULTIDEVICE] = start_multidevice_check()
 
 
 def pytest_sessionfinish(session):
-    """Stops the check if no test waited for it (a failure before it under -x, say)."""
+    """The worker that started the check waits for it, as another worker may still need it,
+    or stops it if the run was cut short (-x, Ctrl-C)."""
     proc = session.config.stash.get(MULTIDEVICE, None)
-    if proc is not None and proc.poll() is None:
-        proc.kill()
+    if proc is None or proc.poll() is not None:
+        return
+    if session.shouldfail or session.shouldstop:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.wait()
 
 
 def run_cli(*args, env=None, timeout=300, **kwargs):

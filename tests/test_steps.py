@@ -1,28 +1,13 @@
 """Data parallelism and chunking do not change the maths."""
 
-import json
-
 import jax
 import numpy as np
 import pytest
-from conftest import MULTIDEVICE
 
 from genjax import experiment
 from genjax.config import base_config
 from genjax.parallel import DataParallel
 from genjax.train import make_chunk
-
-
-@pytest.fixture(scope="module")
-def multidevice_report(request):
-    """The report of tests/multidevice_check.py, started by conftest after collection."""
-    proc = request.config.stash[MULTIDEVICE]
-    try:
-        stdout, stderr = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, stderr[-3000:]
-    return json.loads(stdout)
 
 
 @pytest.mark.parametrize("family", ["gan", "vae"])
