@@ -128,8 +128,15 @@ def restore(workdir, config=None) -> TrainedRun:
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise config_lib.ConfigError(f"workdir {workdir} has no checkpoints; run train.py first")
-    template = steps.new_train_state(
-        experiment.init_state(jax.random.PRNGKey(0)), experiment.family
+    # Only the state's shapes and dtypes: init is traced, not run, and restored on this
+    # process's first device.
+    shapes = jax.eval_shape(
+        lambda key: steps.new_train_state(experiment.init_state(key), experiment.family),
+        jax.random.PRNGKey(0),
+    )
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    template = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes
     )
     checkpoints = Checkpoints(directory, read_only=True)
     try:
