@@ -8,12 +8,58 @@ restore and logs what it skipped, deleting nothing.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+
+# orbax's coroutine that reads one array of a checkpoint being restored
+_READ_COROUTINE = "_read_array_index_and_device_put"
+
+
+def _from_abandoned_read(error: BaseException | None, source: object = None) -> bool:
+    """Whether a report is of a read that a failed restore left behind (see below)."""
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    if getattr(source, "__qualname__", "").endswith(_READ_COROUTINE):
+        return True
+    tb = getattr(error, "__traceback__", None)
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == _READ_COROUTINE:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _silence_abandoned_reads() -> None:
+    """Drops Python's reports of the reads a failed restore leaves behind.
+
+    When one array of a checkpoint does not read, orbax's restore raises and closes its event
+    loop while the other arrays' reads are still in flight; as they finish or are collected,
+    Python reports each one, as an unraisable exception (`Event loop is closed`, or the read's
+    own error) or as asyncio's "Task/Future exception was never retrieved": hundreds of
+    tracebacks on stderr around the one warning that says what happened. Only those reports
+    are dropped; any other goes on as before.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable):
+        if not _from_abandoned_read(unraisable.exc_value, unraisable.object):
+            previous(unraisable)
+
+    def keep(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (_READ_COROUTINE in record.getMessage() or _from_abandoned_read(error))
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
+    logging.getLogger("asyncio").addFilter(keep)
 
 
 class Checkpoints:
@@ -59,6 +105,7 @@ class Checkpoints:
         again. Raises the last error if checkpoints exist but none restores.
         """
         error = None
+        _silence_abandoned_reads()
         for step in reversed(self.steps()):
             try:
                 state, data_state = self.restore(step, template)

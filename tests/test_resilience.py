@@ -1,6 +1,7 @@
 """Jobs that get preempted, killed, diverge, lose a checkpoint, or run as several processes."""
 
 import json
+import logging
 import os
 import random
 import signal
@@ -8,12 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import jax
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
+from genjax import checkpoint
 from genjax.experiment import restore
 
 RING = ("train.py", "--config", "configs/gan_ring8.py")
@@ -151,6 +154,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     r = run_cli(*RING, "--workdir", damaged, *args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "checkpoint at step 40 does not restore" in r.stderr
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]  # one warning line, no noise
     assert (damaged / "checkpoints" / "40.damaged").is_dir()  # kept, not deleted
     assert checkpoint_steps(damaged) == [20, 40]
     assert run_cli(*RING, "--workdir", straight, *args).returncode == 0
@@ -242,3 +246,38 @@ def test_two_processes_train_like_one(tmp_path):
             np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
         assert (two / name / "metrics.jsonl").exists()
         assert checkpoint_steps(two / name) == [10, 20]
+
+
+def test_only_the_reports_of_reads_a_failed_restore_left_behind_are_dropped(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    asyncio_log = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_log, "filters", [])
+    checkpoint._silence_abandoned_reads()
+    checkpoint._silence_abandoned_reads()  # installs once
+    read = types.SimpleNamespace(__qualname__="_read_array_index_and_device_put")
+    other = types.SimpleNamespace(exc_value=ValueError("a real one"), object=None)
+    for report in [
+        types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=None),
+        types.SimpleNamespace(exc_value=Exception("array index: (0,)"), object=read),
+        other,
+    ]:
+        sys.unraisablehook(report)
+    assert seen == [other]
+
+    def record(msg):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)
+
+    never_retrieved = "Task exception was never retrieved\nfuture: <Task coro=<_read_array_index"
+    assert not asyncio_log.filter(record(never_retrieved + "_and_device_put() done>"))
+    assert asyncio_log.filter(record("Task exception was never retrieved\nfuture: <Task ...>"))
+
+    def _read_array_index_and_device_put():  # raises as orbax's read does
+        raise Exception("Encountered error while reading array index")
+
+    try:
+        _read_array_index_and_device_put()
+    except Exception as e:  # noqa: BLE001
+        future = record("Future exception was never retrieved\nfuture: <Future finished>")
+        future.exc_info = (type(e), e, e.__traceback__)
+        assert not asyncio_log.filter(future)
