@@ -45,11 +45,10 @@ MULTIDEVICE = pytest.StashKey[subprocess.Popen]()
 def start_multidevice_check() -> subprocess.Popen:
     """tests/multidevice_check.py in its own process group; it leaves `stdout` (the JSON
     report) and `stderr` in MULTIDEVICE_DIR, then `rc`, its exit status, when it is done."""
-    script = (
-        'python "$1" > "$2/stdout" 2> "$2/stderr"; echo $? > "$2/rc.tmp"; mv "$2/rc.tmp" "$2/rc"'
-    )
+    script = '"$1" "$2" > "$3/stdout" 2> "$3/stderr"; echo $? > "$3/rc.tmp"; mv "$3/rc.tmp" "$3/rc"'
+    check = ROOT / "tests" / "multidevice_check.py"
     return subprocess.Popen(
-        ["sh", "-c", script, "sh", str(ROOT / "tests" / "multidevice_check.py"), MULTIDEVICE_DIR],
+        ["sh", "-c", script, "sh", sys.executable, check, MULTIDEVICE_DIR],
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         start_new_session=True,
     )
@@ -78,13 +77,13 @@ def pytest_collection_finish(session):
         session.config.stash[MULTIDEVICE] = start_multidevice_check()
 
 
-def pytest_sessionfinish(session):
+def pytest_sessionfinish(session, exitstatus):
     """The worker that started the check waits for it, as another worker may still need it,
     or stops it if the run was cut short (-x, Ctrl-C)."""
     proc = session.config.stash.get(MULTIDEVICE, None)
     if proc is None or proc.poll() is not None:
         return
-    if session.shouldfail or session.shouldstop:
+    if session.shouldfail or session.shouldstop or exitstatus == pytest.ExitCode.INTERRUPTED:
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         proc.wait()
