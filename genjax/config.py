@@ -109,8 +109,20 @@ def validate(config) -> None:
     )
     for key in ("num_steps", "batch_size", "steps_per_call", "keep_checkpoints", "num_samples"):
         _check(config[key] >= 1, f"config.{key} must be >= 1, got {config[key]}")
-    for key in ("log_every", "sample_every", "checkpoint_every"):
+    for key in ("log_every", "sample_every", "checkpoint_every", "eval_every"):
         _check(config[key] >= 0, f"config.{key} must be >= 0 (0 = never), got {config[key]}")
+    _check(config.seed >= 0, f"config.seed must be >= 0, got {config.seed}")
+    for key in ("num_samples", "nll_k"):
+        value = config.eval[key]
+        _check(value >= 1, f"config.eval.{key} must be >= 1, got {value}")
+    _check(
+        config.eval.max_test >= 0,
+        f"config.eval.max_test must be >= 0 (0 = all), got {config.eval.max_test}",
+    )
+    _check(
+        config.data.num_workers >= 0,
+        f"config.data.num_workers must be >= 0 (0 = threads only), got {config.data.num_workers}",
+    )
     _check(
         config.nonfinite in ("stop", "skip"),
         f"config.nonfinite={config.nonfinite!r}; valid: stop, skip",

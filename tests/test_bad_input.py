@@ -61,11 +61,14 @@ BAD_TRAIN_FLAGS = {
     "shape the model cannot take": (["--config.model.name=dcgan"], ["dcgan", "(2,)"]),
     "unknown loss": (["--config.gan.loss=wasserstein"], ["wasserstein", "hinge"]),
     "missing config file": (None, ["no_such_config"]),
+    "config file that fails": ("config file that fails", ["no_such_module"]),
     "zero batch": (["--config.batch_size=0"], ["batch_size"]),
     "unknown dtype": (["--config.dtype=float64"], ["float64", "bfloat16"]),
     "unknown parallel mode": (["--config.parallel=gpus"], ["gpus", "shard_map"]),
     "unknown nonfinite policy": (["--config.nonfinite=ignore"], ["ignore", "skip"]),
     "decay outside [0, 1]": (["--config.optim.decay_from=1.5"], ["decay_from"]),
+    "negative eval_every": (["--config.eval_every=-1"], ["eval_every"]),
+    "negative seed": (["--config.seed=-1"], ["seed"]),
     "pack does not divide the batch": (["--config.gan.pack=3"], ["gan.pack=3", "batch_size"]),
     "npz path is a directory": (["--config.data.train=npz:/tmp"], ["/tmp"]),
     "unknown scheme": (["--config.data.train=s3:bucket/x"], ["s3:bucket/x", "folder:DIR"]),
@@ -80,6 +83,10 @@ def test_train_rejects_bad_input(tmp_path, case):
     workdir = tmp_path / "run"
     if flags is None:
         args = ["train.py", "--config", "configs/no_such_config.py", "--workdir", workdir]
+    elif flags == "config file that fails":
+        config = tmp_path / "broken.py"
+        config.write_text("import no_such_module\n\ndef get_config():\n    return None\n")
+        args = ["train.py", "--config", config, "--workdir", workdir]
     else:
         args = [*TRAIN, "--workdir", workdir, *flags]
     assert_user_error(run_cli(*args), *words)
@@ -284,6 +291,7 @@ def test_evaluate_rejects_bad_input(ring_workdir, tmp_path):
         (["--workdir", tmp_path / "nothing"], ["config.json"]),
         (["--workdir", ring_workdir, "--config.no_such_key=1"], ["no_such_key"]),
         (["--workdir", ring_workdir, "--num_samples=0"], ["num_samples"]),
+        (["--workdir", ring_workdir, "--config.eval.nll_k=0"], ["eval.nll_k"]),
         (["--workdir", ring_workdir, "--config.data.test=npz:/no/such.npz"], ["/no/such.npz"]),
     ]
     for args, words in cases:
