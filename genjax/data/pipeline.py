@@ -20,6 +20,8 @@ a change in the number of processes.
 
 from __future__ import annotations
 
+import threading
+
 import grain
 import jax
 import numpy as np
@@ -46,14 +48,24 @@ class GlobalBatchIndices:
         self.global_batch_size = global_batch_size
         self.seed = seed
         self._permutations: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()  # grain's read threads call this object at once
+
+    def __getstate__(self) -> dict:  # for grain's worker processes: no lock, no cache
+        return {k: v for k, v in self.__dict__.items() if k not in ("_permutations", "_lock")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _permutations={}, _lock=threading.Lock())
 
     def permutation(self, epoch: int) -> np.ndarray:
-        if epoch not in self._permutations:
-            if len(self._permutations) >= 2:
-                del self._permutations[min(self._permutations)]
-            rng = np.random.default_rng([self.seed, epoch])
-            self._permutations[epoch] = rng.permutation(self.num_examples)
-        return self._permutations[epoch]
+        with self._lock:
+            permutation = self._permutations.get(epoch)
+            if permutation is None:
+                rng = np.random.default_rng([self.seed, epoch])
+                permutation = rng.permutation(self.num_examples)
+                if len(self._permutations) >= 2:
+                    del self._permutations[min(self._permutations)]
+                self._permutations[epoch] = permutation
+        return permutation
 
     def __call__(self, batch: int) -> np.ndarray:
         n = self.num_examples
