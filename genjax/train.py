@@ -136,6 +136,11 @@ class Trainer:
         self.config = config
         self.workdir = Path(workdir)
         check_workdir(config, self.workdir)
+        if config.parallel == "pmap" and jax.process_count() > 1:
+            raise ConfigError(
+                f"config.parallel='pmap' runs in one process, and this job has "
+                f"{jax.process_count()}; use config.parallel='shard_map' (the default)"
+            )
         self.parallel = DataParallel(config.parallel)
         if config.batch_size % (self.parallel.num_devices) != 0:
             raise ConfigError(

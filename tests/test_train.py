@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, run_cli
 
 from genjax import objectives, sampling, steps
+from genjax.config import ConfigError
 from genjax.data import MIXTURES, load_source
 from genjax.train import Trainer, train_and_evaluate
 
@@ -223,3 +224,11 @@ def test_no_host_round_trip_between_log_and_checkpoint_steps(tmp_path, on_device
     trainer.run()
     assert len(still_running) == 19
     assert sum(still_running) >= 15, still_running
+
+
+def test_pmap_is_refused_with_several_processes(tmp_path, monkeypatch):
+    """pmap's batches and unreplicate are per process; several processes need shard_map."""
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(ConfigError, match="shard_map"):
+        Trainer(load_config("gan_ring8", parallel="pmap"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
