@@ -51,16 +51,14 @@ class MetricWriter:
 
     def __init__(self, workdir: str | Path, resume_step: int = 0):
         """Appends to the workdir's logs; rows past `resume_step` (from a run that stopped
-        after its last checkpoint) are dropped, since the resumed run logs those steps again."""
+        after its last checkpoint) are dropped, since the resumed run logs those steps again;
+        in eval.jsonl, rows of the evaluate CLI (which carry its settings) are kept."""
         from tensorboardX import SummaryWriter
 
         self.workdir = Path(workdir)
         path = self.workdir / "metrics.jsonl"
-        if path.exists():
-            rows = path.read_text().splitlines(keepends=True)
-            kept = [r for r in rows if r.strip() and _step_of(r) <= resume_step]
-            if len(kept) != len(rows):
-                write_atomically(path, "".join(kept))
+        _drop_rows_after(path, resume_step)
+        _drop_rows_after(self.workdir / "eval.jsonl", resume_step, keep=_from_evaluate_cli)
         self.jsonl = open(path, "a")  # noqa: SIM115 - closed in close()
         self.tensorboard = SummaryWriter(
             logdir=str(self.workdir / "tensorboard"), purge_step=resume_step + 1
@@ -96,6 +94,23 @@ class MetricWriter:
     def close(self) -> None:
         self.jsonl.close()
         self.tensorboard.close()
+
+
+def _drop_rows_after(path: Path, step: int, keep=lambda row: False) -> None:
+    """Rewrites the JSON-lines file without the rows past `step` (unless `keep(row)`)."""
+    if not path.exists():
+        return
+    rows = path.read_text().splitlines(keepends=True)
+    kept = [r for r in rows if r.strip() and (_step_of(r) <= step or keep(r))]
+    if len(kept) != len(rows):
+        write_atomically(path, "".join(kept))
+
+
+def _from_evaluate_cli(row: str) -> bool:
+    try:
+        return "settings" in json.loads(row)
+    except (ValueError, TypeError):
+        return False
 
 
 def _step_of(row: str) -> int:

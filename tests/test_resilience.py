@@ -18,6 +18,7 @@ from conftest import ROOT, run_cli
 
 from genjax import checkpoint
 from genjax.experiment import restore
+from genjax.logs import MetricWriter
 
 RING = ("train.py", "--config", "configs/gan_ring8.py")
 
@@ -281,3 +282,19 @@ def test_only_the_reports_of_reads_a_failed_restore_left_behind_are_dropped(monk
         future = record("Future exception was never retrieved\nfuture: <Future finished>")
         future.exc_info = (type(e), e, e.__traceback__)
         assert not asyncio_log.filter(future)
+
+
+def test_resume_drops_the_log_rows_past_the_checkpoint_but_not_the_evaluate_clis(tmp_path):
+    def write(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"st')
+
+    write("metrics.jsonl", [{"step": s, "loss": 1.0} for s in (100, 200, 300)])
+    cli_row = {"step": 300, "fid": 2.0, "settings": {"num_samples": 10}}
+    write("eval.jsonl", [{"step": 100, "fid": 3.0}, {"step": 300, "fid": 1.0}, cli_row])
+    MetricWriter(tmp_path, resume_step=200).close()
+
+    def read(name):
+        return [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+
+    assert [r["step"] for r in read("metrics.jsonl")] == [100, 200]
+    assert read("eval.jsonl") == [{"step": 100, "fid": 3.0}, cli_row]
