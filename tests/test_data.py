@@ -306,6 +306,13 @@ def test_folder_class_subfolders_give_labels(tmp_path):
     np.testing.assert_array_equal(arrays["label"], arrays["image"][:, 0, 0, 0] // 10)
 
 
+def test_folder_with_one_subfolder_is_unlabelled(tmp_path):
+    for i in range(3):  # as an unzipped DIR/img_align_celeba/*.jpg
+        save_png(tmp_path / "img_align_celeba" / f"{i}.png", np.full((4, 4), i, np.uint8))
+    source = load_source(f"folder:{tmp_path}", "all")
+    assert source.num_classes is None and "label" not in source.to_arrays()
+
+
 def test_folder_train_test_subfolders_and_colour_modes(tmp_path):
     rgb = np.zeros((4, 4, 3), np.uint8)
     rgb[..., 0] = 200

@@ -1,8 +1,8 @@
 """folder:DIR — PNG/JPEG files found recursively; class subfolders give labels.
 
 DIR/CLASS/.../x.png is labelled with the index of CLASS among the sorted class folder names
-(labels only when every image lies in a class folder). If DIR has both train/ and test/
-folders, they are the splits (test/ uses train/'s class names).
+(labels only when every image lies in a class folder, and there are at least two). If DIR
+has both train/ and test/ folders, they are the splits (test/ uses train/'s class names).
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ def list_images(root: pathlib.Path) -> list[pathlib.Path]:
 
 
 def class_names(files: list[pathlib.Path]) -> list[str] | None:
-    """Sorted top-level folder names if every file lies in one, else None (unlabelled)."""
+    """Sorted top-level folder names if every file lies in one and there are two or more;
+    else None (unlabelled: one folder, as in an unzipped DIR/img_align_celeba/, is no class
+    label, and a one-class classifier would make the class metrics meaningless)."""
     if not files or any(len(f.parts) < 2 for f in files):
         return None
-    return sorted({f.parts[0] for f in files})
+    names = sorted({f.parts[0] for f in files})
+    return names if len(names) >= 2 else None
 
 
 def read_image(spec: str, path: pathlib.Path) -> np.ndarray:
