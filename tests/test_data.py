@@ -377,6 +377,8 @@ def test_resolve_sources(tmp_path):
     data.train = make_npz(tmp_path / "a.npz", 40)
     train, test = resolve_sources(data)
     assert (len(train), len(test)) == (36, 4)  # the train source's own holdout
+    data.test = data.train  # the same data set named again: still its holdout, not all of it
+    assert len(resolve_sources(data)[1]) == 4
     data.test = make_npz(tmp_path / "b.npz", 30, test=6)
     assert len(resolve_sources(data)[1]) == 6  # the named source's native test split
     data.test = make_npz(tmp_path / "c.npz", 30)

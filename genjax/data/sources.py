@@ -2,7 +2,8 @@
 
 Specs: ring8 | grid25 | mnist5k | tfds:NAME | idx:DIR | npz:FILE | folder:DIR. Each opens to
 a set of splits; a split ('train', 'test' or 'all') is a `Source`. A data set with its own test
-split uses it; otherwise 'test' is the last 10% of each class (see `holdout_indices`).
+split uses it; otherwise 'test' is the last 10% of each class (see `holdout_indices`; TFDS
+sources: the last 10% of 'train').
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ def load_source(spec: str, split: str, *, image_size: int = 0, data_dir: str = "
 def resolve_sources(data_config) -> tuple[Source, Source]:
     """(train, test) sources for `config.data`.
 
-    With data.test == '' the test source is the training data set's test split. A named test
-    data set gives its own test split if it has one, else all of it (it is not trained on).
+    With data.test == '' (or the training spec again) the test source is the training data
+    set's test split. Another named test data set gives its own test split if it has one, else
+    all of it (it is not trained on).
     """
     options = {"image_size": data_config.image_size, "data_dir": data_config.data_dir}
     train_data = open_source(data_config.train, **options)
     train = train_data.select("train")
-    if not data_config.test:
+    if data_config.test in ("", data_config.train):
         return train, train_data.select("test")
     test_data = open_source(data_config.test, **options)
     test = test_data.select("test" if test_data.has_test else "all")
