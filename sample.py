@@ -16,7 +16,9 @@ from genjax import cli
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a directory train.py has written")
 flags.DEFINE_string("out", None, "output file: .png (a picture) or .npz (raw samples)")
-flags.DEFINE_integer("num", 64, "number of samples (pairs for reconstruct)", lower_bound=1)
+flags.DEFINE_integer(
+    "num", 64, "samples (pairs for reconstruct; interpolate rounds up to rows of 8)", lower_bound=1
+)
 flags.DEFINE_integer("seed", 0, "random seed for the latents")
 flags.DEFINE_enum(
     "mode", "samples", ["samples", "interpolate", "reconstruct", "scatter"], "what to draw"

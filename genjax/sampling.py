@@ -178,7 +178,7 @@ def write_samples(workdir, out, num: int = 64, seed: int = 0, mode: str = "sampl
             state, key
         )
     elif mode == "interpolate":
-        rows, columns = max(1, num // 8), 8
+        rows, columns = -(-num // 8), 8  # whole rows of 8: at least num images
         x = interpolations(exp.models, state, key, rows, z_dim, columns, likelihood)
     else:
         images = run.test_source.to_arrays()["image"][:num]

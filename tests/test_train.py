@@ -183,6 +183,14 @@ def test_every_config_trains_a_few_steps(tmp_path, name):
     assert (tmp_path / "run" / "samples" / "step_00000004.png").exists()
     family = steps.GANState if name.startswith(("gan", "dcgan")) else steps.VAEState
     assert isinstance(state, family)
+    if name == "gan_grid25":
+        return
+    modes = ["interpolate"] + (["reconstruct"] if family is steps.VAEState else [])
+    for mode in modes:  # sample.py's other pictures, as raw images: 12 -> 2 rows of 8, 12 pairs
+        out = sampling.write_samples(tmp_path / "run", tmp_path / f"{mode}.npz", 12, mode=mode)
+        images = np.load(out)["samples"]
+        assert images.shape == (16 if mode == "interpolate" else 24, 28, 28, 1), mode
+        assert images.dtype == np.uint8
 
 
 @pytest.mark.parametrize("on_device", [True, False])
