@@ -100,27 +100,32 @@ class Checkpoints:
     def restore_latest(self, template: Any, set_aside: bool = False):
         """The newest checkpoint that restores, as (step, state, data_state); None if none.
 
-        A step that does not restore is logged and skipped; with `set_aside` its folder is
-        renamed `<step>.damaged` (kept, not deleted) so that training can write that step
-        again. Raises the last error if checkpoints exist but none restores.
+        A step that does not restore is logged and skipped. With `set_aside`, once an older
+        step has restored, the folders of the newer ones are renamed `<step>.damaged` (kept,
+        not deleted) so that training can write those steps again. If checkpoints exist but
+        none restores (damage everywhere, or a template of another model), nothing is renamed
+        and the last error is raised.
         """
-        error = None
+        error, failed = None, []
         _silence_abandoned_reads()
         for step in reversed(self.steps()):
             try:
                 state, data_state = self.restore(step, template)
-                return step, state, data_state
             except Exception as e:  # noqa: BLE001 - any failure means "try an older one"
                 error = e
-                reason = " ".join(str(e).split())[:300]
-                where = self._set_aside(step) if set_aside else None
+                failed.append(step)
                 log.warning(
-                    "checkpoint at step %d does not restore (%s: %s); skipped%s",
+                    "checkpoint at step %d does not restore (%s: %s); skipped",
                     step,
                     type(e).__name__,
-                    reason,
-                    f", moved to {where}" if where else "",
+                    " ".join(str(e).split())[:300],
                 )
+                continue
+            for bad in failed if set_aside else ():
+                where = self._set_aside(bad)
+                if where:
+                    log.warning("checkpoint at step %d moved to %s", bad, where)
+            return step, state, data_state
         if error is not None:
             raise error
         return None

@@ -21,7 +21,14 @@ from genjax.parallel import AXIS
 
 # Config fields that fix the shapes of a checkpoint: a workdir's checkpoints can only be
 # resumed by a config that agrees on all of them.
-CHECKPOINT_KEYS = ("model", "vae.likelihood", "data.train", "data.image_size")
+CHECKPOINT_KEYS = (
+    "model",
+    "vae.likelihood",
+    "data.train",
+    "data.image_size",
+    "gan.pack",  # the discriminator's input channels
+    "optim.name",  # the optimiser state's structure
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -92,7 +92,7 @@ def check_workdir(config, workdir: Path) -> None:
     except (OSError, ValueError) as e:
         raise ConfigError(f"workdir {workdir}: unreadable config.json ({e})") from None
     new = experiment_lib.checkpoint_fields(json.loads(config.to_json_best_effort()))
-    diff = [k for k in old if old[k] != new[k]]
+    diff = [k for k in old if old[k] is not None and old[k] != new[k]]  # None: an older genjax
     if diff:
         name = (old.get("model") or {}).get("name")
         raise ConfigError(

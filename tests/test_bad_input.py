@@ -104,6 +104,9 @@ def test_workdir_of_another_model_is_refused_and_left_as_it_was(ring_workdir):
         "--config.num_steps=1",
     )
     assert_user_error(r, str(ring_workdir), "toy_mlp")
+    # the same model with another optimiser state (packed discriminator inputs, plain SGD)
+    r = run_cli(*TRAIN, "--workdir", ring_workdir, "--config.gan.pack=2", "--config.optim.name=sgd")
+    assert_user_error(r, str(ring_workdir), "gan.pack", "optim.name")
     assert snapshot(ring_workdir) == before
 
 

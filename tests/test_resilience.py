@@ -12,6 +12,7 @@ import time
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
@@ -19,6 +20,7 @@ from conftest import ROOT, run_cli
 from genjax import checkpoint
 from genjax.experiment import restore
 from genjax.logs import MetricWriter
+from genjax.steps import new_train_state
 
 RING = ("train.py", "--config", "configs/gan_ring8.py")
 
@@ -160,6 +162,20 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     assert checkpoint_steps(damaged) == [20, 40]
     assert run_cli(*RING, "--workdir", straight, *args).returncode == 0
     assert_same_leaves(final_leaves(damaged), final_leaves(straight))
+
+
+def test_no_checkpoint_is_set_aside_when_none_restores(ring20, tmp_path):
+    """A template that none of the checkpoints fits (another model) renames nothing."""
+    workdir = copy_of(ring20, tmp_path)
+    before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    run = restore(workdir)
+    template = new_train_state(run.state, run.experiment.family)
+    other_model = jax.tree.map(lambda x: jnp.zeros((3, *x.shape), x.dtype), template)
+    checkpoints = checkpoint.Checkpoints(workdir / "checkpoints")
+    with pytest.raises(ValueError, match="not compatible"):
+        checkpoints.restore_latest(other_model, set_aside=True)
+    checkpoints.close()
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
 
 
 def test_sigkill_at_arbitrary_points_then_resume_is_bitwise_exact(tmp_path):
