@@ -307,6 +307,8 @@ class Trainer:
         checkpoint at the current step and returns early.
         """
         c = self.config
+        if c.data.on_device:  # its size check, before anything is written
+            self._on_device_dataset()
         template = self.initial_state()
         state_bytes = sum(x.nbytes for x in jax.tree.leaves(template))
         check_writable(self.workdir, (c.keep_checkpoints + 1) * state_bytes + 2**20)

@@ -69,6 +69,7 @@ BAD_TRAIN_FLAGS = {
     "decay outside [0, 1]": (["--config.optim.decay_from=1.5"], ["decay_from"]),
     "negative eval_every": (["--config.eval_every=-1"], ["eval_every"]),
     "negative seed": (["--config.seed=-1"], ["seed"]),
+    "data set over max_on_device_mb": (["--config.data.max_on_device_mb=0"], ["max_on_device_mb"]),
     "pack does not divide the batch": (["--config.gan.pack=3"], ["gan.pack=3", "batch_size"]),
     "npz path is a directory": (["--config.data.train=npz:/tmp"], ["/tmp"]),
     "unknown scheme": (["--config.data.train=s3:bucket/x"], ["s3:bucket/x", "folder:DIR"]),
