@@ -206,6 +206,14 @@ def test_idx_arrays_of_the_wrong_kind(tmp_path):
     config_error(load_source, f"idx:{tmp_path}", "train", must_mention=("2 channels", "1 or 3"))
 
 
+def test_idx_t10k_images_of_another_size_are_refused(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((20, 28, 28), np.uint8))
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.zeros((5, 32, 32), np.uint8))
+    config_error(
+        load_source, f"idx:{tmp_path}", "train", must_mention=("(32, 32, 1)", "(28, 28, 1)")
+    )
+
+
 def test_idx_unlabelled_without_t10k_holds_out_last_tenth(tmp_path):
     images, _ = random_digits(20, 2)
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", images)

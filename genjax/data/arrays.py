@@ -160,11 +160,21 @@ class ArraySplits:
     image_size: int = 0
 
     def __post_init__(self):
-        """Refuses an empty data set or an empty native test split."""
+        """Refuses an empty data set, an empty native test split, or one whose examples are
+        shaped unlike the training examples (a model trained on one fits only that shape)."""
         for name, arrays in (("train", self.train), ("test", self.test)):
             if arrays is not None and not len(arrays[self.kind]):
                 raise data_error(
                     self.spec, f"the {name} data has no examples; give a non-empty one"
+                )
+        if self.test is not None:
+            train_shape = self.train[self.kind].shape[1:]
+            test_shape = self.test[self.kind].shape[1:]
+            if test_shape != train_shape:
+                raise data_error(
+                    self.spec,
+                    f"its test examples are {test_shape} but its training examples are "
+                    f"{train_shape}; both splits need the same shape",
                 )
 
     @property

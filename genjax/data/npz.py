@@ -32,12 +32,6 @@ def load_npz(spec: str, path: str, image_size: int = 0) -> ArraySplits:
     test = (
         _split(spec, contents, "test_images", "test_labels") if "test_images" in contents else None
     )
-    if test is not None and test["image"].shape[1:] != train["image"].shape[1:]:
-        raise data_error(
-            spec,
-            f"'test_images' are {test['image'].shape[1:]} but 'images' are "
-            f"{train['image'].shape[1:]}; both need the same (H, W, C)",
-        )
     num_classes = count_classes(spec, train.get("label"), test.get("label") if test else None)
     return ArraySplits(spec, "image", train, test, num_classes, image_size)
 
