@@ -442,6 +442,9 @@ def test_classifier_cache_round_trip(tmp_path):
     np.testing.assert_array_equal(a[1], b[1])
     assert a[0].shape == (40, 128)
     assert classifier.load("npz:/d/x.npz", 32, tmp_path) is None  # another image size
+    assert classifier.load("npz:/d/x.npz", 0, tmp_path, (12, 12, 1), 3) is not None
+    assert classifier.load("npz:/d/x.npz", 0, tmp_path, (16, 16, 1), 3) is None  # data changed
+    assert classifier.load("npz:/d/x.npz", 0, tmp_path, (12, 12, 1), 5) is None
     assert classifier.load("mnist5k", 0, tmp_path) is None
 
 

@@ -201,8 +201,12 @@ def save(classifier: TrainedClassifier, directory: Path) -> Path:
     return directory / (name + ".json")
 
 
-def load(spec: str, image_size: int, directory: Path) -> TrainedClassifier | None:
-    """The cached classifier of a data set, or None if absent, stale or unreadable."""
+def load(
+    spec: str, image_size: int, directory: Path, shape=None, num_classes: int | None = None
+) -> TrainedClassifier | None:
+    """The cached classifier of a data set, or None if absent, stale or unreadable; also
+    None if it was trained on images of another `shape` or another `num_classes` (when
+    given: the data behind a spec such as npz:FILE can change)."""
     name = safe_name(spec, image_size)
     meta_path, params_path = directory / f"{name}.json", directory / f"{name}.msgpack"
     try:
@@ -212,6 +216,10 @@ def load(spec: str, image_size: int, directory: Path) -> TrainedClassifier | Non
             spec,
             image_size,
         ):
+            return None
+        if shape is not None and meta.get("shape") != list(shape):
+            return None
+        if num_classes is not None and meta.get("num_classes") != num_classes:
             return None
         module = Classifier(meta["num_classes"])
         shape = (1, *meta["shape"])
@@ -223,10 +231,18 @@ def load(spec: str, image_size: int, directory: Path) -> TrainedClassifier | Non
 
 
 @functools.cache
-def classifier_for(spec: str, image_size: int = 0, data_dir: str = "", classifier_dir: str = ""):
-    """The data set's classifier: from the cache, else trained now and cached (once per process)."""
+def classifier_for(
+    spec: str,
+    image_size: int = 0,
+    data_dir: str = "",
+    classifier_dir: str = "",
+    shape: tuple | None = None,
+    num_classes: int | None = None,
+):
+    """The data set's classifier: from the cache if it fits the data's `shape` and
+    `num_classes` (when given), else trained now and cached (once per process)."""
     directory = cache_dir(classifier_dir)
-    cached = load(spec, image_size, directory)
+    cached = load(spec, image_size, directory, shape, num_classes)
     if cached is not None:
         return cached
     print(f"training the feature classifier of {spec!r} (cached in {directory})", file=sys.stderr)

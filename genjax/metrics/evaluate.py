@@ -85,7 +85,9 @@ def _space_metrics(space, real, fake, floor, seed) -> dict:
     return model | {f"{name}_floor": value for name, value in best.items()}
 
 
-def image_metrics(config, fake, real, floor, data_labels, *, seed, inception_weights, cdir):
+def image_metrics(
+    config, fake, real, floor, data_labels, *, seed, inception_weights, cdir, num_classes=None
+):
     """Feature-space metrics of uint8 images: classifier and Inception, with their floors.
 
     `data_labels` give the data's class histogram (None: the data has no labels, no classifier).
@@ -95,7 +97,9 @@ def image_metrics(config, fake, real, floor, data_labels, *, seed, inception_wei
     out = {}
     if data_labels is not None:
         data = config.data
-        clf = classifier_lib.classifier_for(data.train, data.image_size, data.data_dir, cdir)
+        clf = classifier_lib.classifier_for(
+            data.train, data.image_size, data.data_dir, cdir, tuple(real.shape[1:]), num_classes
+        )
         (f_fake, c_fake), (f_real, _), (f_floor, c_floor) = (
             classifier_lib.outputs(clf, x) for x in (fake, real, floor)
         )
@@ -168,6 +172,7 @@ def evaluate(
         seed=seed,
         inception_weights=inception_weights,
         cdir=classifier_dir,
+        num_classes=train_source.num_classes,
     )
     return out
 
