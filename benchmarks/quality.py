@@ -3,9 +3,10 @@
     python benchmarks/quality.py [--configs gan_ring8,gan_grid25,...] [--seeds 0,1,2]
         [--num_steps N] [--nll_k K] [--out docs/quality.md] [--runs runs/quality]
 
-Each (config, seed) is trained with train.py's loop into RUNS/CONFIG/seedS (resuming if it
-is there) and evaluated with genjax.metrics.evaluate; the markdown table holds mean ± std
-over seeds of the keys that matter for that config, beside the real-vs-real floor.
+Each (config, seed) is trained with train.py's loop into RUNS/CONFIG/seedS (seedS_stepsN with
+--num_steps N; resuming if it is there) and evaluated with genjax.metrics.evaluate; the
+markdown table holds mean ± std over seeds of the keys that matter for that config, beside
+the real-vs-real floor.
 """
 
 from __future__ import annotations
@@ -55,7 +56,14 @@ def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dic
     config.sample_every = 0
     if num_steps:
         config.num_steps = num_steps
-    workdir = runs / name / f"seed{seed}"
+    # A run of another length is another run (the lr schedule spans num_steps): its own folder.
+    workdir = runs / name / (f"seed{seed}_steps{num_steps}" if num_steps else f"seed{seed}")
+    trained = workdir / "config.json"
+    if trained.exists() and json.loads(trained.read_text())["num_steps"] != config.num_steps:
+        sys.exit(
+            f"{workdir} holds a run of {json.loads(trained.read_text())['num_steps']} steps, "
+            f"not {config.num_steps}; delete it or give another --runs"
+        )
     saved = workdir / "quality.json"
     settings = {"num_steps": config.num_steps, "nll_k": nll_k}
     if saved.exists():
