@@ -49,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.name = "toy_mlp"  # see genjax.models.registry.MODELS
     c.model.z_dim = 2
     c.model.hidden = 128  # MLP width
-    c.model.depth = 2  # MLP hidden layers
+    c.model.depth = 2  # MLP hidden layers (toy_mlp, vae_mlp; gan_mlp keeps the 2014 net's 1)
     c.model.features = 64  # base channel count of conv models
     c.model.d_norm = "batch"  # DCGAN discriminator normalisation: batch | layer | none
     # VAE decoders: 0, or an odd K >= 3 for an autoregressive decoder that also sees each
