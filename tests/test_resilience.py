@@ -96,8 +96,8 @@ def test_nonfinite_skip_drops_the_updates_and_counts_them(ring20, tmp_path):
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     skipped = [row["skipped_updates"] for row in rows if row["step"] > 20]
     # The first critic update at lr 1e30 is finite; from then on the losses are not, and each
-    # step skips its critic update and its generator update.
-    assert len(skipped) == 2 and 10 <= skipped[0] < skipped[1] <= 40, skipped
+    # step skips its critic update and its generator update (n_critic + 1 = 2 per step).
+    assert skipped == [19, 39], skipped
     after = restore(workdir)
     assert after.step == 40
     for x in jax.tree.leaves(after.state):
@@ -123,11 +123,10 @@ def test_sigterm_saves_at_the_current_step_and_exits_0(tmp_path):
     metrics = workdir / "metrics.jsonl"
     while time.time() < deadline and not (metrics.exists() and metrics.read_text()):
         time.sleep(0.1)  # compiled and training
-    sent = time.time()
+    assert metrics.exists() and metrics.read_text(), "training did not start within 120 s"
     proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)  # a million steps would take hours
     assert proc.returncode == 0, stderr[-2000:]
-    assert time.time() - sent < 15
     steps = checkpoint_steps(workdir)
     assert len(steps) == 1 and 0 < steps[0] < 1_000_000
     assert f"saved a checkpoint at step {steps[0]}" in stderr
@@ -139,6 +138,7 @@ def test_sigterm_saves_at_the_current_step_and_exits_0(tmp_path):
         "--config.sample_every=0",
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed from step {steps[0]}" in r.stderr
     assert restore(workdir).step == steps[0] + 50
 
 
@@ -216,6 +216,7 @@ def test_sigkill_at_arbitrary_points_then_resume_is_bitwise_exact(tmp_path):
     assert kills >= 2
     r = run_cli(*args, "--workdir", killed)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed from step" in r.stderr  # restored, not retrained from 0
     assert run_cli(*args, "--workdir", straight).returncode == 0
     assert_same_leaves(final_leaves(killed), final_leaves(straight))
     steps = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]

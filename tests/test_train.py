@@ -1,6 +1,7 @@
 """End to end: training learns, resumes where it stopped, and writes what it promises."""
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -89,7 +90,8 @@ def test_vae_test_negative_elbo_falls_within_a_few_hundred_steps(tmp_path):
     assert before > 500 and after < 160, (before, after)
 
 
-def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
+def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="genjax.train")
     config = load_config(
         "vae_mlp_mnist",
         num_steps=40,
@@ -100,7 +102,11 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(t
     )
     train_and_evaluate(config, tmp_path / "a")
     config.num_steps = 60
+    caplog.clear()
     resumed = train_and_evaluate(config, tmp_path / "a")
+    # restored, not retrained from 0 (which, RNG being a function of seed and step, would give
+    # the same numbers)
+    assert "resumed from step 40" in caplog.text
     straight = train_and_evaluate(config, tmp_path / "b")
     steps_logged = [json.loads(line)["step"] for line in open(tmp_path / "a" / "metrics.jsonl")]
     assert steps_logged == [10, 20, 30, 40, 50, 60]
@@ -114,7 +120,8 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(t
     assert saved["model"]["name"] == "vae_mlp" and saved["num_steps"] == 60
 
 
-def test_host_pipeline_trains_and_resumes_exactly(tmp_path):
+def test_host_pipeline_trains_and_resumes_exactly(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="genjax.train")
     config = load_config(
         "vae_mlp_mnist",
         num_steps=30,
@@ -127,7 +134,9 @@ def test_host_pipeline_trains_and_resumes_exactly(tmp_path):
     config.num_steps = 20
     train_and_evaluate(config, tmp_path / "a")
     config.num_steps = 30
+    caplog.clear()
     resumed = train_and_evaluate(config, tmp_path / "a")
+    assert "resumed from step 20" in caplog.text
     straight = train_and_evaluate(config, tmp_path / "b")
     for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -159,6 +168,7 @@ def test_sigkill_then_the_same_command_resumes(tmp_path):
     rows_before = len(open(workdir / "metrics.jsonl").readlines())
     r = run_cli(*cmd[1:])
     assert r.returncode == 0, r.stderr[-2000:]
+    assert f"resumed from step {saved}" in r.stderr
     new = [json.loads(line)["step"] for line in open(workdir / "metrics.jsonl")][rows_before:]
     assert new[0] > saved and new[-1] == 800
 
