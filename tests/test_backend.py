@@ -59,3 +59,15 @@ def test_draws_equal_those_of_jax_without_genjax(tmp_path):
     assert ours["arr_0"].size < UNROLL_FROM <= ours["arr_1"].size  # both lowerings drawn
     for name in theirs.files:
         np.testing.assert_array_equal(ours[name], theirs[name])
+
+
+def test_large_draws_lower_without_the_loop_and_small_ones_with_it():
+    """What the module is for: jax's CPU lowering is a rolled while loop; genjax's is
+    straight-line for draws of at least UNROLL_FROM numbers (and the draws above are equal)."""
+    assert jax.default_backend() == "cpu"
+
+    def lowered(n):
+        return jax.jit(lambda k: jax.random.uniform(k, (n,))).lower(jax.random.key(0)).as_text()
+
+    assert "while" not in lowered(2 * UNROLL_FROM)
+    assert "while" in lowered(UNROLL_FROM // 4)
