@@ -279,18 +279,28 @@ def test_autoregressive_sampling_agrees_with_the_teacher_forced_likelihood(likel
     from genjax.sampling import autoregressive_sample
 
     decoder, variables, z, _ = autoregressive(likelihood)
-    x, means = jax.jit(
-        lambda z: autoregressive_sample(decoder, variables, z, likelihood, jax.random.key(3))
-    )(z)
+    key = jax.random.key(3)
+    x, means = jax.jit(lambda z: autoregressive_sample(decoder, variables, z, likelihood, key))(z)
     # The parameters of each pixel given the sample's earlier pixels, in one parallel pass.
     params = decoder.apply(variables, z, x, False)
-    channels = x.shape[-1]
-    if likelihood == "bernoulli":
+    (b, h, w, channels), bernoulli = x.shape, likelihood == "bernoulli"
+    if bernoulli:
         assert set(np.unique(x)) <= {0.0, 1.0}
         expected = jax.nn.sigmoid(params)
     else:
         expected = jnp.clip(params[..., :channels], 0.0, 1.0)
     np.testing.assert_allclose(means, expected, rtol=1e-5, atol=1e-6)
+    # And the pixels are draws from those parameters: raster pixel n with fold_in(key, n).
+    draw = jax.random.uniform if bernoulli else jax.random.normal
+    noise = jnp.stack([draw(jax.random.fold_in(key, n), (b, channels)) for n in range(h * w)], 1)
+    noise = np.asarray(noise.reshape(x.shape))
+    if bernoulli:
+        p = np.asarray(jax.nn.sigmoid(params))
+        agree = (x == (noise < p)) | (np.abs(noise - p) < 1e-5)  # ties within rounding
+        assert agree.all()
+    else:
+        drawn = params[..., :channels] + jnp.exp(params[..., channels:]) * noise
+        np.testing.assert_allclose(x, drawn, rtol=1e-4, atol=1e-5)
 
 
 def test_ar_kernel_is_refused_for_gans_and_even_sizes():
