@@ -1,6 +1,7 @@
 """Quality metrics against independent computations: scipy, brute-force loops, closed forms."""
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -386,26 +387,56 @@ def torch_fid_inception(state, images):
         return F.adaptive_avg_pool2d(x, 1).flatten(1).numpy()
 
 
-def test_inception_matches_a_torch_forward_of_the_same_weights(tmp_path):
-    pytest.importorskip("torch")
-    state = random_torch_state_dict(1)
+# pytorch-fid's outputs for the random weights and inputs below, computed with torch by
+# `PYTHONPATH=. python tests/test_metrics.py`. torch is not a test dependency, so CI compares
+# with this file; test_the_stored_torch_reference_is_what_torch_computes checks the file
+# wherever torch is installed.
+TORCH_REFERENCE = Path(__file__).parent / "data" / "inception_torch_reference.npz"
+RESIZED_EVERY = 7  # the stored resize reference keeps every 7th row and column
+
+
+def reference_inputs():
+    """(state dict, uint8 images for the forward, float images for the downsampling)."""
+    images = np.random.default_rng(2).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    large = np.random.default_rng(3).uniform(size=(1, 320, 310, 3)).astype(np.float32)
+    return random_torch_state_dict(1), images, large
+
+
+def torch_reference() -> dict:
+    import torch
+
+    state, images, large = reference_inputs()
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(large).permute(0, 3, 1, 2), size=(299, 299), mode="bilinear"
+    )
+    resized = 2 * resized.permute(0, 2, 3, 1).numpy() - 1
+    return {
+        "features": torch_fid_inception(state, images / 255.0),
+        "resized": resized[:, ::RESIZED_EVERY, ::RESIZED_EVERY],
+    }
+
+
+def test_inception_matches_pytorch_fid_on_the_same_weights(tmp_path):
+    state, images, _ = reference_inputs()
     np.savez(tmp_path / "w.npz", **state)
     variables = inception.load_variables(tmp_path / "w.npz")
-    images = np.random.default_rng(2).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
     ours = inception.inception_features(variables, images, batch_size=2)
-    theirs = torch_fid_inception(state, images / 255.0)
+    theirs = np.load(TORCH_REFERENCE)["features"]
     assert theirs.shape == (2, 2048) and np.std(theirs) > 0.01 * np.abs(theirs).max() > 0
     np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4 * np.abs(theirs).max())
 
 
 def test_inception_downsampling_matches_torch_bilinear():
-    torch = pytest.importorskip("torch")
-    x = np.random.default_rng(3).uniform(size=(1, 320, 310, 3)).astype(np.float32)
-    ours = np.asarray(inception.preprocess(jnp.asarray(x)))
-    resized = torch.nn.functional.interpolate(
-        torch.from_numpy(x).permute(0, 3, 1, 2), size=(299, 299), mode="bilinear"
-    )
-    np.testing.assert_allclose(ours, 2 * resized.permute(0, 2, 3, 1).numpy() - 1, atol=1e-5)
+    _, _, large = reference_inputs()
+    ours = np.asarray(inception.preprocess(jnp.asarray(large)))[:, ::RESIZED_EVERY, ::RESIZED_EVERY]
+    np.testing.assert_allclose(ours, np.load(TORCH_REFERENCE)["resized"], atol=1e-5)
+
+
+def test_the_stored_torch_reference_is_what_torch_computes():
+    pytest.importorskip("torch")
+    stored, live = np.load(TORCH_REFERENCE), torch_reference()
+    for name, value in live.items():
+        np.testing.assert_allclose(stored[name], value, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_convert_writes_the_state_dict_as_named_arrays(tmp_path):
@@ -492,3 +523,9 @@ def test_autoregressive_log_weights_computed_once_per_example_equal_the_direct_o
                 likelihood="bernoulli",
             )
             np.testing.assert_allclose(lw[b, s], direct[0], rtol=1e-5)
+
+
+if __name__ == "__main__":  # writes TORCH_REFERENCE (needs torch: the [bench] extra)
+    TORCH_REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez(TORCH_REFERENCE, **torch_reference())
+    print(f"wrote {TORCH_REFERENCE}")
