@@ -59,10 +59,11 @@ def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dic
     # A run of another length is another run (the lr schedule spans num_steps): its own folder.
     workdir = runs / name / (f"seed{seed}_steps{num_steps}" if num_steps else f"seed{seed}")
     trained = workdir / "config.json"
-    if trained.exists() and json.loads(trained.read_text())["num_steps"] != config.num_steps:
+    trained_steps = json.loads(trained.read_text())["num_steps"] if trained.exists() else None
+    if trained_steps not in (None, config.num_steps):
         sys.exit(
-            f"{workdir} holds a run of {json.loads(trained.read_text())['num_steps']} steps, "
-            f"not {config.num_steps}; delete it or give another --runs"
+            f"{workdir} holds a run of {trained_steps} steps, not {config.num_steps}; "
+            "delete it or give another --runs"
         )
     saved = workdir / "quality.json"
     settings = {"num_steps": config.num_steps, "nll_k": nll_k}

@@ -50,6 +50,18 @@ class Experiment:
         init = steps.INIT_STATE[self.family]
         return jax.jit(functools.partial(init, self.config, self.models, self.data_shape))
 
+    def state_template(self):
+        """The TrainState's shapes and dtypes, placed on this process's first device: what a
+        checkpoint restores into. Init is traced, not run."""
+        shapes = jax.eval_shape(
+            lambda key: steps.new_train_state(self.init_state(key), self.family),
+            jax.random.PRNGKey(0),
+        )
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes
+        )
+
     def step(self) -> Callable:
         """The per-device train step `(state, batch, key) -> (state, metrics)`."""
         return steps.MAKE_STEP[self.family](self.config, self.models)
@@ -135,19 +147,9 @@ def restore(workdir, config=None) -> TrainedRun:
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise config_lib.ConfigError(f"workdir {workdir} has no checkpoints; run train.py first")
-    # Only the state's shapes and dtypes: init is traced, not run, and restored on this
-    # process's first device.
-    shapes = jax.eval_shape(
-        lambda key: steps.new_train_state(experiment.init_state(key), experiment.family),
-        jax.random.PRNGKey(0),
-    )
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    template = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), shapes
-    )
     checkpoints = Checkpoints(directory, read_only=True)
     try:
-        restored = checkpoints.restore_latest(template)
+        restored = checkpoints.restore_latest(experiment.state_template())
     except Exception as e:  # noqa: BLE001
         raise config_lib.ConfigError(
             f"workdir {workdir}: no checkpoint restores ({type(e).__name__})"

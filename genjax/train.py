@@ -286,7 +286,9 @@ class Trainer:
             writer.evaluation(step, values)
 
     # ----------------------------------------------------------------- loop
-    def _restore(self, checkpoints: Checkpoints, template: TrainState):
+    def _restore(self, checkpoints: Checkpoints, template):
+        """(state, data_state) of the newest checkpoint that restores into `template` (shapes
+        only), else the initial state and {}."""
         try:
             restored = checkpoints.restore_latest(template, set_aside=self.is_writer)
         except Exception as e:  # noqa: BLE001
@@ -295,7 +297,7 @@ class Trainer:
                 f"({type(e).__name__}); use a new --workdir"
             ) from None
         if restored is None:
-            return template, {}
+            return self.initial_state(), {}
         step, state, data_state = restored
         log.info("resumed from step %d", step)
         return state, data_state
@@ -309,8 +311,8 @@ class Trainer:
         c = self.config
         if c.data.on_device:  # its size check, before anything is written
             self._on_device_dataset()
-        template = self.initial_state()
-        state_bytes = sum(x.nbytes for x in jax.tree.leaves(template))
+        template = self.experiment.state_template()
+        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(template))
         check_writable(self.workdir, (c.keep_checkpoints + 1) * state_bytes + 2**20)
         checkpoints = Checkpoints(self.workdir / "checkpoints", keep=c.keep_checkpoints)
         state, data_state = self._restore(checkpoints, template)

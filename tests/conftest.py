@@ -26,19 +26,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="genjax-tests-xla-")
-    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
-# Cache every compile, not only those over jax's default 1 s: each CLI process compiles the
-# same small programs (eager ops, the sampler) again.
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-
-
-# The session's shared directory (made before xdist starts its workers, which inherit it).
+# The session's shared directory, made before jax is imported and before xdist starts its
+# workers, which inherit it: the XLA cache and the 8-device check's report live there.
 if "GENJAX_TEST_SESSION_DIR" not in os.environ:
     os.environ["GENJAX_TEST_SESSION_DIR"] = tempfile.mkdtemp(prefix="genjax-tests-")
     atexit.register(shutil.rmtree, os.environ["GENJAX_TEST_SESSION_DIR"], True)
-MULTIDEVICE_DIR = Path(os.environ["GENJAX_TEST_SESSION_DIR"]) / "multidevice"
+SESSION_DIR = Path(os.environ["GENJAX_TEST_SESSION_DIR"])
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(SESSION_DIR / "xla-cache"))
+# Cache every compile, not only those over jax's default 1 s: each CLI process compiles the
+# same small programs (eager ops, the sampler) again.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+MULTIDEVICE_DIR = SESSION_DIR / "multidevice"
 MULTIDEVICE = pytest.StashKey[subprocess.Popen]()
 
 

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from genjax.data.arrays import ArraySplits
 from genjax.data.errors import data_error
-from genjax.data.images import resize_square
+from genjax.data.images import as_hwc, resize_square
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -65,7 +65,7 @@ def read_images(spec: str, root: pathlib.Path, files: list, image_size: int) -> 
 
 def _with_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """Image(s) with `channels` channels: greyscale repeated to RGB when grey and colour mix."""
-    image = image[..., None] if image.ndim == 2 else image
+    image = as_hwc(image)
     return np.repeat(image, channels, axis=-1) if image.shape[-1] != channels else image
 
 

@@ -222,8 +222,8 @@ def load(
         if num_classes is not None and meta.get("num_classes") != num_classes:
             return None
         module = Classifier(meta["num_classes"])
-        shape = (1, *meta["shape"])
-        template = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(shape))["params"]
+        one = jnp.zeros((1, *meta["shape"]))
+        template = jax.eval_shape(module.init, jax.random.PRNGKey(0), one)["params"]
         params = serialization.from_bytes(template, params_path.read_bytes())
         return TrainedClassifier(module, jax.tree.map(jnp.asarray, params), meta)
     except (OSError, ValueError, KeyError, TypeError):
