@@ -45,8 +45,8 @@ class Experiment:
     @functools.cached_property
     def _compiled_init(self) -> Callable:
         # One compiled function: run eagerly, flax's init compiles each of its ops on its own,
-        # which took more than twice as long on XLA:CPU (jax 0.10.2, the MNIST configs, in a
-        # fresh process). Values agree with eager init up to the rounding of the last bit.
+        # which took much longer on XLA:CPU at every process start (jax 0.10.2). Values agree
+        # with eager init up to the rounding of the last bit.
         init = steps.INIT_STATE[self.family]
         return jax.jit(functools.partial(init, self.config, self.models, self.data_shape))
 
