@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding
@@ -59,14 +58,16 @@ class DataParallel:
 
     def replicate(self, tree):
         """Copies a host/device pytree to every device (state, an on-device data set)."""
-        if self.mode == "pmap":
-            n = self.num_devices
-            return jax.tree.map(
-                lambda x: jax.device_put(
-                    jnp.broadcast_to(x, (n, *np.shape(x))), self._sharding(P(AXIS))
-                ),
-                tree,
-            )
+        if self.mode == "pmap":  # one copy per device, never n copies on one of them
+            sharding = self._sharding(P(AXIS))
+
+            def stacked(x):
+                x = x[None] if isinstance(x, (np.ndarray, jax.Array)) else np.asarray(x)[None]
+                copies = [jax.device_put(x, d) for d in self.devices]
+                shape = (self.num_devices, *x.shape[1:])
+                return jax.make_array_from_single_device_arrays(shape, sharding, copies)
+
+            return jax.tree.map(stacked, tree)
         return jax.device_put(tree, self._sharding(P()))
 
     def unreplicate(self, tree):
