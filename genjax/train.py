@@ -133,6 +133,11 @@ class Trainer:
 
     def __init__(self, config, workdir: str | Path):
         validate(config)
+        if "://" in str(workdir):  # pathlib would make gs://b/run the local folder gs:/b/run
+            raise ConfigError(
+                f"--workdir {workdir}: a URL; the workdir must be a path on a local or mounted "
+                "file system (for several hosts, one they all mount: NFS, a gcsfuse bucket)"
+            )
         self.config = config
         self.workdir = Path(workdir)
         check_workdir(config, self.workdir)

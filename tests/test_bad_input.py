@@ -4,10 +4,12 @@ a read-only and a full workdir. Each gets one line naming the problem, exit code
 traceback, and the workdir left as it was."""
 
 import errno
+import os
+import re
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 
 def snapshot(directory):
@@ -92,6 +94,12 @@ def test_train_rejects_bad_input(tmp_path, case):
         args = [*TRAIN, "--workdir", workdir, *flags]
     assert_user_error(run_cli(*args), *words)
     assert not workdir.exists()
+
+
+def test_url_workdir_is_refused():
+    r = run_cli(*TRAIN, "--workdir", "gs://bucket/run")
+    assert_user_error(r, "gs://bucket/run", "mounted")
+    assert not (ROOT / "gs:").exists()  # pathlib's reading of the URL, relative to the cwd
 
 
 def test_workdir_of_another_model_is_refused_and_left_as_it_was(ring_workdir):
