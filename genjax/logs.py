@@ -65,19 +65,16 @@ class MetricWriter:
         )
 
     def scalars(self, step: int, values: dict) -> None:
-        row = {"step": int(step)} | {k: float(v) for k, v in values.items()}
-        self.jsonl.write(json.dumps(row) + "\n")
+        """Appends {'step', values...} to metrics.jsonl (NaN as null) and logs the scalars."""
+        self.jsonl.write(_json_row(step, values) + "\n")
         self.jsonl.flush()
         for name, value in values.items():
             self.tensorboard.add_scalar(name, float(value), int(step))
 
     def evaluation(self, step: int, values: dict) -> None:
         """Appends {'step', metrics...} to eval.jsonl (NaN as null) and logs eval/* scalars."""
-        row = {"step": int(step)} | {
-            k: (float(v) if np.isfinite(v) else None) for k, v in values.items()
-        }
         with open(self.workdir / "eval.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(_json_row(step, values) + "\n")
         for name, value in values.items():
             if np.isfinite(value):
                 self.tensorboard.add_scalar(f"eval/{name}", float(value), int(step))
@@ -94,6 +91,14 @@ class MetricWriter:
     def close(self) -> None:
         self.jsonl.close()
         self.tensorboard.close()
+
+
+def _json_row(step: int, values: dict) -> str:
+    """One JSON object; NaN and inf become null (strict JSON has no literal for them)."""
+    row = {k: float(v) for k, v in values.items()}
+    return json.dumps(
+        {"step": int(step)} | {k: v if np.isfinite(v) else None for k, v in row.items()}
+    )
 
 
 def _drop_rows_after(path: Path, step: int, keep=lambda row: False) -> None:

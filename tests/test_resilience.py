@@ -80,6 +80,10 @@ def test_nonfinite_stop_exits_3_and_keeps_the_last_good_checkpoint(ring20, tmp_p
     assert checkpoint_steps(workdir) == [20]
 
 
+def _not_json(constant):
+    raise AssertionError(f"{constant} is not strict JSON")
+
+
 def test_nonfinite_skip_drops_the_updates_and_counts_them(ring20, tmp_path):
     workdir = copy_of(ring20, tmp_path)
     r = run_cli(
@@ -93,7 +97,8 @@ def test_nonfinite_skip_drops_the_updates_and_counts_them(ring20, tmp_path):
         "--config.nonfinite=skip",
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    rows = [json.loads(line, parse_constant=_not_json) for line in open(workdir / "metrics.jsonl")]
+    assert [row["g_loss"] for row in rows if row["step"] > 20] == [None, None]  # NaN as null
     skipped = [row["skipped_updates"] for row in rows if row["step"] > 20]
     # The first critic update at lr 1e30 is finite; from then on the losses are not, and each
     # step skips its critic update and its generator update (n_critic + 1 = 2 per step).
