@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +16,12 @@ USAGE_ERROR = 2  # bad input: flags, config, paths, data
 IO_ERROR = 4  # the file system failed during the run (disk full, read-only)
 
 
-def fail(message: str, code: int = USAGE_ERROR):
+def fail(message: str, code: int = USAGE_ERROR, run_exit_handlers: bool = True):
     """Prints `error: message` as one line on stderr and exits with `code`."""
-    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
+    if not run_exit_handlers:
+        sys.stdout.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -53,6 +57,9 @@ def run_or_exit(fn: Callable[[], object]) -> None:
     except ConfigError as e:
         fail(e)
     except OSError as e:  # a disk that fills up or goes away during the run
-        fail(f"I/O error: {e}", IO_ERROR)
+        # Without the interpreter's shutdown: tensorboardX's writer thread and exit hook would
+        # write to the same file system, fail again and print tracebacks after the error line
+        # (the checkpoints on disk are safe from an abrupt exit: see the SIGKILL tests).
+        fail(f"I/O error: {e}", IO_ERROR, run_exit_handlers=False)
     except KeyboardInterrupt:
         fail("interrupted", 130)

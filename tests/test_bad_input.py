@@ -202,8 +202,9 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
     assert np.isfinite(points).all()
 
 
-def _mount_tmpfs(path, size="1m", read_only=False):
-    """A small tmpfs (a machine where mount is refused skips with that reason)."""
+def _mount_tmpfs(path, size, skip=True):
+    """A small tmpfs; where mount is refused, the test skips with that reason (or, with
+    skip=False, gets None)."""
     import subprocess
 
     path.mkdir(parents=True, exist_ok=True)
@@ -212,8 +213,10 @@ def _mount_tmpfs(path, size="1m", read_only=False):
         capture_output=True,
         text=True,
     )
+    if r.returncode and not skip:
+        return None
     if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip().splitlines()[0]}")
     return path
 
 
@@ -239,9 +242,26 @@ def _umount(path):
 
 
 def test_read_only_workdir(ring_workdir, tmp_path):
+    """Root writes through file permissions, so as root the workdir is on a tmpfs mounted
+    read-only; anyone else gets a copy without write permission."""
     import shutil
     import subprocess
 
+    if os.geteuid() != 0:
+        run = tmp_path / "ro" / "run"
+        shutil.copytree(ring_workdir, run)
+        folders = [run, *(p for p in run.rglob("*") if p.is_dir())]
+        for folder in folders:
+            folder.chmod(0o555)
+        try:
+            before = snapshot(run)
+            r = run_cli(*TRAIN, "--workdir", run, "--config.num_steps=200")
+            assert_user_error(r, "not writable", "permission denied")
+            assert snapshot(run) == before
+        finally:
+            for folder in folders:
+                folder.chmod(0o755)
+        return
     mount = _mount_tmpfs(tmp_path / "ro", size="32m")
     try:
         shutil.copytree(ring_workdir, mount / "run")
@@ -254,10 +274,28 @@ def test_read_only_workdir(ring_workdir, tmp_path):
         _umount(mount)
 
 
+# train.py with shutil.disk_usage reporting no free space (for a machine that refuses mount)
+NO_SPACE_LEFT = (
+    "import runpy, shutil, sys; usage = shutil.disk_usage; "
+    "shutil.disk_usage = lambda path: usage(path)._replace(free=0); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def test_full_disk(ring_workdir, tmp_path):
+    """As root, a tmpfs filled to its last block; where mount is refused, train.py is told by
+    shutil.disk_usage that no space is free."""
     import shutil
 
-    mount = _mount_tmpfs(tmp_path / "full", size="32m")
+    mount = _mount_tmpfs(tmp_path / "full", size="32m", skip=False)
+    if mount is None:
+        run = tmp_path / "run"
+        shutil.copytree(ring_workdir, run)
+        before = snapshot(run)
+        r = run_cli("-c", NO_SPACE_LEFT, *TRAIN, "--workdir", run, "--config.num_steps=200")
+        assert_user_error(r, "0.0 MB free")
+        assert snapshot(run) == before
+        return
     try:
         shutil.copytree(ring_workdir, mount / "run")
         _fill(mount / "filler")
@@ -265,6 +303,50 @@ def test_full_disk(ring_workdir, tmp_path):
         r = run_cli(*TRAIN, "--workdir", mount / "run", "--config.num_steps=200")
         assert_user_error(r, "MB free")
         assert snapshot(mount / "run") == before
+    finally:
+        _umount(mount)
+
+
+def test_a_disk_that_fills_during_the_run_exits_4_and_keeps_the_checkpoints(ring_workdir, tmp_path):
+    """The start-up check passes, then the disk fills while the job trains: exit 4 with the
+    error on the last line, and once there is room again the same command resumes from a
+    checkpoint written before the disk filled."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    mount = _mount_tmpfs(tmp_path / "filling", size="32m")
+    try:
+        run = mount / "run"
+        shutil.copytree(ring_workdir, run)  # checkpoints at steps 50 and 100
+        args = [*TRAIN, "--workdir", run, "--config.checkpoint_every=100", "--config.log_every=50"]
+        with open(tmp_path / "stderr", "w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, *map(str, args), "--config.num_steps=1000000"],
+                cwd=ROOT,
+                env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+            try:
+                deadline = time.time() + 120
+                while "150" not in (run / "metrics.jsonl").read_text() and proc.poll() is None:
+                    assert time.time() < deadline, "no log row after the resumed step 100"
+                    time.sleep(0.05)
+                _fill(mount / "filler")
+                proc.wait(timeout=120)
+            finally:
+                proc.kill()
+        lines = [line for line in (tmp_path / "stderr").read_text().splitlines() if line.strip()]
+        assert proc.returncode == 4, lines[-20:]
+        assert lines[-1].startswith("error: I/O error") and "No space left" in lines[-1], lines[-1]
+        (mount / "filler").unlink()
+        kept = [int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
+        r = run_cli(*args, f"--config.num_steps={max(kept) + 50}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        resumed = re.search(r"resumed from step (\d+)", r.stderr)
+        assert resumed and int(resumed[1]) >= 100, r.stderr[-3000:]
     finally:
         _umount(mount)
 
