@@ -53,7 +53,7 @@ class MetricWriter:
         """Appends to the workdir's logs; rows past `resume_step` (from a run that stopped
         after its last checkpoint) are dropped, since the resumed run logs those steps again;
         in eval.jsonl, rows of the evaluate CLI (which carry its settings) are kept."""
-        from tensorboardX import SummaryWriter
+        SummaryWriter = _summary_writer_class()  # noqa: N806 - a class
 
         self.workdir = Path(workdir)
         path = self.workdir / "metrics.jsonl"
@@ -91,6 +91,24 @@ class MetricWriter:
     def close(self) -> None:
         self.jsonl.close()
         self.tensorboard.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch when it
+    is installed (only to accept torch tensors, which genjax never passes), which cost ~2 s
+    per CLI start here. A None in sys.modules makes that import fail as if torch were absent;
+    a torch already imported is left as it is."""
+    import sys
+
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter
 
 
 def _json_row(step: int, values: dict) -> str:

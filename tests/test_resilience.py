@@ -320,3 +320,16 @@ def test_resume_drops_the_log_rows_past_the_checkpoint_but_not_the_evaluate_clis
 
     assert [r["step"] for r in read("metrics.jsonl")] == [100, 200]
     assert read("eval.jsonl") == [{"step": 100, "fid": 3.0}, cli_row]
+
+
+def test_the_tensorboard_writer_loads_without_torch():
+    """tensorboardX imports torch when it can (seconds per CLI start); genjax hides it, and a
+    torch imported afterwards still loads. Without torch installed (CI) both hold trivially."""
+    code = (
+        "import importlib.util, sys; from genjax import logs; logs._summary_writer_class(); "
+        "print('torch' in sys.modules); has_torch = importlib.util.find_spec('torch'); "
+        "print(not has_torch or bool(__import__('torch').zeros(1).numel()))"
+    )
+    r = run_cli("-c", code, env={"PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "True"], r.stdout
