@@ -10,9 +10,20 @@ embedded data set or on random data of --data_shape. Steady-state time is the
 median of --calls timed calls after --warmup, each ending in block_until_ready; with --torch
 the PyTorch eager reference (benchmarks/torch_reference.py) is timed in alternation with it,
 as is the peak (a large matmul in the same dtype), so ratios hold under a changing machine
-load. FLOPs and bytes accessed per step: XLA's cost analysis of the compiled 1-step call
-(bytes: the operands and results of every op after fusion, i.e. the memory traffic if no
-cache kept anything between ops; FLOPs / bytes is the step's arithmetic intensity).
+load. FLOPs per step: XLA's generic cost analysis of the 1-step call's lowered (unoptimised)
+module with every lax.scan unrolled, so that the n_critic updates all count (XLA counts a loop
+body once, compiled or not), run by the CPU client on every backend: after optimisation, GPU
+matmuls and convolutions are cuBLAS/cuDNN custom calls that the analysis counts as nothing.
+On CPU it is within 0.4% of the compiled call's count in float32, and 1-4% below it in
+bfloat16 (the compiled count adds the bfloat16 <-> float32 converts XLA:CPU inserts). Bytes
+accessed per step: the compiled 1-step call's count on CPU (the operands and results of every
+op after fusion, i.e. the memory traffic if no cache kept anything between ops; FLOPs / bytes
+is the step's arithmetic intensity); None (n/a) on other backends, where custom calls are left
+out, and for a step with a loop. FLOPs, bytes, FLOP/s and the peak are for all N devices (the
+per-device program's count times N; the peak matmul, timed on one device, times N), as
+examples/s is.
+`matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on CPU, 'tf32' on
+GPUs that have it (JAX's default precision; the torch reference is set to match).
 Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
 With steps_per_call K > 1 the same step compiled one per call is timed in alternation too:
 `one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms, what K steps per call save
@@ -36,6 +47,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -48,9 +60,10 @@ sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from jax.extend import core as jax_core  # noqa: E402
 
 from genjax import experiment  # noqa: E402
-from genjax.config import validate  # noqa: E402
+from genjax.config import DTYPES, validate  # noqa: E402
 from genjax.data.arrays import ArraySource  # noqa: E402
 from genjax.train import Trainer  # noqa: E402
 
@@ -103,11 +116,78 @@ def compiled_chunk(trainer: Trainer, length: int, state):
     return compiled, data, key, time.perf_counter() - start
 
 
-def cost(compiled) -> tuple[float, float]:
-    """(FLOPs, bytes accessed) of a compiled call, from XLA's cost analysis (nan if absent)."""
-    analysis = compiled.cost_analysis()
-    analysis = (analysis[0] if isinstance(analysis, list | tuple) else analysis) or {}
-    return tuple(float(analysis.get(key, float("nan"))) for key in ("flops", "bytes accessed"))
+def positive(value) -> float | None:
+    """`value` if it is a positive finite number, else None (a count XLA could not make)."""
+    return float(value) if value is not None and 0 < float(value) < math.inf else None
+
+
+def _first(analysis) -> dict:
+    return (analysis[0] if isinstance(analysis, list | tuple) else analysis) or {}
+
+
+def compiled_bytes(compiled) -> float | None:
+    """Bytes accessed by a compiled call, from XLA's cost analysis (after fusion)."""
+    return positive(_first(compiled.cost_analysis()).get("bytes accessed"))
+
+
+def unroll_scans(jaxpr):
+    """(`jaxpr` with every lax.scan of length > 1 fully unrolled, how many there were)."""
+    count = 0
+
+    def sub(value):
+        if type(value) is tuple:  # cond's branches (not a NamedTuple of dimension numbers)
+            return tuple(sub(v) for v in value)
+        if isinstance(value, jax_core.ClosedJaxpr):
+            return value.replace(jaxpr=sub(value.jaxpr))
+        if not isinstance(value, jax_core.Jaxpr):
+            return value
+        eqns = []
+        for eqn in value.eqns:
+            params = {name: sub(v) for name, v in eqn.params.items()}
+            if eqn.primitive.name == "scan" and params["length"] > 1:
+                nonlocal count
+                count += 1
+                params["unroll"] = params["length"]  # no while loop: straight-line code
+            eqns.append(eqn.replace(params=params))
+        return value.replace(eqns=eqns)
+
+    return sub(jaxpr), count
+
+
+def step_flops(fn, *args) -> tuple[float | None, int]:
+    """(FLOPs of one call of the jitted `fn` on `args`, per device; the scans it unrolled).
+
+    XLA's generic cost analysis of the lowered module, every scan unrolled (a loop body
+    otherwise counts once), run by the CPU client: Lowered.cost_analysis() runs the same
+    analysis but gives None on PJRT plugin backends (CUDA), and the compiled call's count
+    leaves out cuBLAS/cuDNN custom calls. None if the analysis gives no positive count.
+    """
+    closed, loops = unroll_scans(jax.make_jaxpr(fn)(*args))
+    lowered = jax.jit(jax_core.jaxpr_as_fun(closed)).lower(*jax.tree.leaves(args))
+    try:
+        from jax._src.lib import _jax  # the analysis behind Lowered.cost_analysis()
+
+        module = lowered.compiler_ir("hlo").as_hlo_module()
+        analysis = _jax.hlo_module_cost_analysis(jax.devices("cpu")[0].client, module)
+    except (ImportError, AttributeError, RuntimeError):  # another jax, or no CPU client
+        analysis = lowered.cost_analysis()
+    return positive(_first(analysis).get("flops")), loops
+
+
+def matmul_precision() -> str:
+    """How float32 matmuls and convolutions run on the default device under JAX's precision
+    setting (lax.Precision): 'ieee' float32, 'tf32' (GPU default), or the setting's name."""
+    setting = jax.config.jax_default_matmul_precision or "default"
+    device = jax.devices()[0]
+    if device.platform == "cpu" or setting in ("highest", "float32", "F32_F32_F32"):
+        return "ieee"
+    if jax.default_backend() == "gpu" and setting in ("default", "fastest", "high"):
+        # TF32 from Ampere (compute capability 8.0) on; older GPUs run float32
+        capability = float(getattr(device, "compute_capability", "8.0"))
+        return "tf32" if capability >= 8 else "ieee"
+    if jax.default_backend() == "tpu" and setting in ("default", "fastest"):
+        return "bf16"  # one bfloat16 pass
+    return setting
 
 
 def timed(fn) -> float:
@@ -124,15 +204,29 @@ def peak_matmul(dtype: str, quick: bool):
     return lambda: matmul(a).block_until_ready(), 2 * n**3
 
 
+def torch_refusal() -> str | None:
+    """Why --torch cannot give a fair comparison here (one line), or None if it can."""
+    if jax.device_count() > 1:
+        return (
+            f"--torch times PyTorch on one device but genjax would use all "
+            f"{jax.device_count()}; run on one, e.g. CUDA_VISIBLE_DEVICES=0"
+        )
+    if matmul_precision() not in ("ieee", "tf32"):
+        return f"--torch: the torch reference cannot match matmul precision {matmul_precision()}"
+    return None
+
+
 def torch_reference_call(config, arrays: dict, steps: int, threads: int = 0):
-    """benchmarks/torch_reference.py's call on this backend's device, or None if torch lacks it."""
+    """benchmarks/torch_reference.py's call on this backend's device, or None if torch lacks it;
+    its float32 matmuls and convolutions run at JAX's precision (matmul_precision())."""
     from benchmarks import torch_reference
 
     device = {"cpu": "cpu", "gpu": "cuda"}.get(jax.default_backend())
     if device is None or (device == "cuda" and not torch_reference.torch.cuda.is_available()):
         print(f"no torch reference on {jax.default_backend()}", file=sys.stderr)
         return None
-    return torch_reference.make_call(config, arrays, steps, device, threads)
+    tf32 = matmul_precision() == "tf32"
+    return torch_reference.make_call(config, arrays, steps, device, threads, tf32)
 
 
 def loop_rate(config, data_shape: tuple | None, quick: bool) -> tuple[float, float]:
@@ -162,8 +256,13 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
     state = trainer.parallel.replicate(trainer.initial_state())
     call, data, key, compile_s = compiled_chunk(trainer, k, state)
     one_step, one_step_data = (call, data) if k == 1 else compiled_chunk(trainer, 1, state)[:2]
-    # Per step: the 1-step call's count (XLA counts a loop body once, or unrolled copies of it).
-    flops, bytes_accessed = cost(one_step)
+    # Per step: the 1-step call's counts, per device, times the devices (examples/s is global)
+    devices = trainer.parallel.num_devices
+    flops, loops = step_flops(trainer.chunk(1), state, one_step_data, key)
+    flops = flops and flops * devices
+    # after fusion; custom calls (cuBLAS, cuDNN) are left out on GPU, and a loop counts once
+    bytes_accessed = compiled_bytes(one_step) if jax.default_backend() == "cpu" else None
+    bytes_accessed = bytes_accessed and (None if loops else bytes_accessed * devices)
     box = {"state": state}
 
     def runner(compiled, data):
@@ -190,21 +289,24 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         for label, fn in calls.items():
             seconds[label].append(timed(fn))
     step_s = statistics.median(seconds["genjax"]) / k
-    peak = matmul_flops / statistics.median(seconds["peak"])
+    peak = positive(devices * matmul_flops / statistics.median(seconds["peak"]))  # all devices
+    flops_per_s = flops and flops / step_s
     row = {
         "config": name,
         "batch": config.batch_size,
         "dtype": config.dtype,
         "steps_per_call": k,
         "data_shape": "x".join(map(str, next(iter(arrays.values())).shape[1:])),
+        "devices": devices,
+        "matmul_precision": matmul_precision(),
         "compile_s": compile_s,
         "step_ms": 1e3 * step_s,
         "examples_per_s": config.batch_size / step_s,
         "flops_per_step": flops,
         "bytes_per_step": bytes_accessed,
-        "flops_per_s": flops / step_s,
+        "flops_per_s": flops_per_s,
         "peak_flops_per_s": peak,
-        "mfu": flops / step_s / peak,
+        "mfu": flops_per_s / peak if flops_per_s and peak else None,
         "spread": (max(seconds["genjax"]) - min(seconds["genjax"])) / k / step_s,
     }
     if "one_step" in seconds:
@@ -248,8 +350,18 @@ COLUMNS = [  # (header, key, format)
 ]
 
 
+PRECISIONS = {
+    "ieee": "IEEE float32",
+    "tf32": "TF32 (JAX's default precision on GPU; the torch reference set to match)",
+    "bf16": "bfloat16 (JAX's default precision on TPU)",
+}
+
+
 def markdown(rows: list[dict], load: tuple[float, float]) -> str:
-    """The rows as a markdown table (torch columns only when measured), machine and load."""
+    """The rows as a markdown table (torch columns only when measured), machine and load.
+
+    A measured column's cell is n/a where the row has None (a count XLA could not make here).
+    """
     cols = [c for c in COLUMNS if any(c[1] in r for r in rows)]
     lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
@@ -258,11 +370,22 @@ def markdown(rows: list[dict], load: tuple[float, float]) -> str:
             value = r.get(key)
             if value is not None and scale:
                 value = value * scale[0]
-            cells.append("" if value is None else fmt.format(value))
+            cells.append(("n/a" if key in r else "") if value is None else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
     device = f"{jax.devices()[0].device_kind} x{jax.device_count()}, {os.cpu_count()} CPUs"
     note = f"1-min load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
-    return "\n".join(lines) + f"\n\n{device}; jax {jax.__version__}; {note}\n"
+    lines += ["", f"{device}; jax {jax.__version__}; {note}"]
+    precisions = sorted({r["matmul_precision"] for r in rows if "matmul_precision" in r})
+    if precisions:
+        named = ", ".join(PRECISIONS.get(p, p) for p in precisions)
+        lines.append(f"float32 matmuls and convolutions: {named}")
+    if jax.device_count() > 1:
+        lines.append(f"GFLOP/step, GB/step, GFLOP/s and MFU: all {jax.device_count()} devices")
+    if any(r.get("bytes_per_step", 0) is None for r in rows):
+        lines.append(
+            "GB/step n/a: XLA's byte count is trusted on CPU only, for steps without loops"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def parse_args(argv=None):
@@ -270,7 +393,7 @@ def parse_args(argv=None):
     p.add_argument("--config", default="all", help=f"all or one of: {', '.join(CONFIGS)}")
     p.add_argument("--batch", type=int, help="batch size (default: the config's)")
     p.add_argument("--steps_per_call", type=int, help="default: the config's")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="compute dtype")
+    p.add_argument("--dtype", choices=DTYPES, help="compute dtype")
     p.add_argument("--data_shape", help="random data of this shape, e.g. 64,64,3 (images)")
     p.add_argument("--torch", action="store_true", help="time the PyTorch eager reference too")
     p.add_argument("--torch_threads", type=int, default=0, help="0 = this machine's cores")
@@ -289,23 +412,35 @@ def parse_args(argv=None):
     return args
 
 
+def write(path: str, text: str) -> None:
+    """`text` into `path` whole or not at all (a run killed while writing leaves the last)."""
+    temporary = Path(f"{path}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     names = CONFIGS if args.config == "all" else args.config.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         sys.exit(f"unknown config {unknown}; valid: all, {', '.join(CONFIGS)}")
+    refusal = args.torch and torch_refusal()
+    if refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(2)
     shape = tuple(int(d) for d in args.data_shape.split(",")) if args.data_shape else None
     rows, load = [], os.getloadavg()[0]
     for name in names:
         rows.append(measure(name, args, shape))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    table = markdown(rows, (load, os.getloadavg()[0]))
+        # after every row, so that a run cut short (a timeout) keeps the rows it measured
+        table = markdown(rows, (load, os.getloadavg()[0]))
+        if args.json:
+            write(args.json, json.dumps(rows, indent=1) + "\n")
+        if args.markdown:
+            write(args.markdown, table)
     print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).write_text(table)
     return rows
 
 

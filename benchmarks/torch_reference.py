@@ -4,6 +4,8 @@ Same layers, widths, norms and activations as genjax/models (NCHW, PyTorch's def
 init does not matter for speed), the same step: GAN = n_critic discriminator updates on fresh
 real batches + one generator update; VAE = negative ELBO with the reparameterised z and
 analytic KL. Batches are drawn on the device from the data set, as with data.on_device.
+Compute dtype = config.dtype (autocast unless float32); on CUDA, float32 matmuls and
+convolutions run in TF32 or IEEE float32 as the caller says (throughput.py: as JAX runs them).
 Threads = the machine's cores. Needs the [bench] extra (torch==2.13.0).
 """
 
@@ -194,12 +196,19 @@ def _adam(params, config, lr):
     return torch.optim.Adam(params, lr=lr, betas=(config.optim.b1, config.optim.b2), eps=1e-8)
 
 
-def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: int = 0):
+def make_call(
+    config, arrays: dict, steps: int, device: str = "cpu", threads: int = 0, tf32: bool = False
+):
     """A function running `steps` PyTorch train steps of `config` and waiting for them.
 
-    `threads`: torch's intra-op threads; 0 = the cores this process may use.
+    `threads`: torch's intra-op threads; 0 = the cores this process may use. `tf32`: on CUDA,
+    float32 matmuls and cuDNN convolutions in TF32 (as JAX's default precision on GPU), else
+    IEEE float32 (torch's default matmul precision, 'highest'; its cuDNN default is TF32).
     """
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    if device.startswith("cuda"):  # torch's legacy switches only: mixing in the new ones raises
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = tf32
     kind = "point" if "point" in arrays else "image"
     raw = torch.from_numpy(np.array(arrays[kind])).to(device)  # a writable copy
     shape = tuple(raw.shape[1:])
@@ -209,7 +218,8 @@ def make_call(config, arrays: dict, steps: int, device: str = "cpu", threads: in
     if m > 1:  # the discriminator sees packs of m examples along the channel axis
         second = build(config, (*shape[:-1], m * shape[-1]))[1]
     first, second = first.to(device).train(), second.to(device).train()
-    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, config.dtype != "float32")
+    compute_dtype = getattr(torch, config.dtype)  # genjax.config.DTYPES are torch names too
+    autocast = torch.autocast(device.split(":")[0], compute_dtype, compute_dtype != torch.float32)
     b = config.batch_size
     is_gan = config.model.name in ("dcgan", "gan_mlp", "toy_mlp")
     ar = bool(config.model.ar_kernel)

@@ -1,12 +1,17 @@
 """benchmarks/throughput.py keeps the JSON contract README's speed tables are made from.
 
 One quick run of the smallest config, train.py's loop included; speed itself is never
-asserted, only the keys and that the derived columns follow from the measured ones.
+asserted, only the keys and that the derived columns follow from the measured ones. Then
+what several devices change (2 simulated CPU devices, in subprocesses), the FLOP count of a
+loop against a closed form, and that rows reach the files as they are measured.
 """
 
 import json
 import math
 
+import jax
+import jax.numpy as jnp
+import pytest
 from conftest import run_cli
 
 KEYS = (  # the issue's keys, then bytes, steps_per_call's gain and the loop's
@@ -28,9 +33,13 @@ KEYS = (  # the issue's keys, then bytes, steps_per_call's gain and the loop's
     "loop_fraction",
     "loop_fraction_mean",
 )
+TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 
-def test_throughput_json_and_table(tmp_path):
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+    """(the row, the markdown table) of a quick gan_ring8 run with train.py's loop."""
+    tmp_path = tmp_path_factory.mktemp("throughput")
     out = tmp_path / "rows.json"
     table = tmp_path / "table.md"
     r = run_cli(
@@ -43,8 +52,15 @@ def test_throughput_json_and_table(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     (row,) = json.loads(out.read_text())
+    return row, table.read_text()
+
+
+@pytest.mark.xdist_group("one_device_run")
+def test_throughput_json_and_table(one_device_run):
+    row, table = one_device_run
     assert set(KEYS) <= set(row), set(KEYS) - set(row)
     assert (row["config"], row["batch"], row["dtype"]) == ("gan_ring8", 256, "float32")
+    assert (row["devices"], row["matmul_precision"]) == (1, "ieee")
     assert row["steps_per_call"] == 50
     for key in KEYS[4:]:  # all but config, batch, dtype and steps_per_call are numbers
         assert math.isfinite(row[key]) and row[key] > 0, (key, row[key])
@@ -56,7 +72,79 @@ def test_throughput_json_and_table(tmp_path):
     assert math.isclose(row["steps_per_call_gain"], gain, rel_tol=1e-9)
     # per step (about 0.4 GFLOP), not per 50-step call (about 2e10)
     assert 1e8 < row["flops_per_step"] < 1e10
-    lines = table.read_text().splitlines()
+    lines = table.splitlines()
     assert lines[0].startswith("| config |") and "GB/step" in lines[0]
     assert lines[2].startswith("| gan_ring8 | 2 | 256 | float32 | 50 |")
     assert "torch" not in lines[0]  # no --torch, no torch columns
+    assert "float32 matmuls and convolutions: IEEE float32" in lines
+    assert "n/a" not in table  # on CPU, without loops, every count is made
+
+
+def test_torch_refused_on_several_devices():
+    """genjax would use both devices and torch one: a one-line error, exit 2, before work."""
+    r = run_cli(
+        "benchmarks/throughput.py", "--config=gan_ring8", "--quick", "--torch", env=TWO_DEVICES
+    )
+    assert r.returncode == 2, r.stderr[-2000:]
+    (line,) = r.stderr.strip().splitlines()
+    assert "CUDA_VISIBLE_DEVICES=0" in line, line
+
+
+@pytest.mark.xdist_group("one_device_run")
+def test_counts_are_global_on_several_devices(one_device_run, tmp_path):
+    """FLOPs, bytes and the peak cover both devices, as examples/s does: the FLOPs of a step
+    split over 2 devices match one device's (plus the duplicated optimiser update)."""
+    one, _ = one_device_run
+    out, table = tmp_path / "rows.json", tmp_path / "table.md"
+    r = run_cli(
+        "benchmarks/throughput.py",
+        "--config=gan_ring8",
+        "--quick",
+        f"--json={out}",
+        f"--markdown={table}",
+        env=TWO_DEVICES,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    (two,) = json.loads(out.read_text())
+    assert two["devices"] == 2
+    assert math.isclose(two["flops_per_step"], one["flops_per_step"], rel_tol=0.02)
+    # each device reads the replicated parameters and optimiser state: more, not twice as many
+    assert one["bytes_per_step"] < two["bytes_per_step"] < 2 * one["bytes_per_step"]
+    assert math.isclose(two["mfu"], two["flops_per_s"] / two["peak_flops_per_s"], rel_tol=1e-9)
+    assert "GFLOP/step, GB/step, GFLOP/s and MFU: all 2 devices" in table.read_text()
+
+
+def test_step_flops_counts_every_scan_iteration():
+    """XLA counts a loop body once; step_flops unrolls scans: 5 matmuls of 2 * 8 * 16 * 16."""
+    from benchmarks import throughput
+
+    def five_matmuls(x, w):
+        return jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=5)[0]
+
+    fn, x, w = jax.jit(five_matmuls), jnp.ones((8, 16)), jnp.ones((16, 16))
+    assert throughput.step_flops(fn, x, w) == (5 * 2 * 8 * 16 * 16, 1)
+    compiled = throughput._first(fn.lower(x, w).compile().cost_analysis())["flops"]
+    assert compiled < 2 * 2 * 8 * 16 * 16  # what it would report: the body once
+
+
+def test_rows_are_written_as_measured(tmp_path, monkeypatch):
+    """A run cut short (gpu.sh's timeout, here an error in the second config) keeps the rows
+    it measured in --json and --markdown."""
+    from benchmarks import throughput
+
+    def measure(name, args, data_shape):
+        if name == "gan_grid25":
+            raise RuntimeError("cut short")
+        return {"config": name, "batch": 256, "flops_per_step": None}
+
+    monkeypatch.setattr(throughput, "measure", measure)
+    out, table = tmp_path / "rows.json", tmp_path / "table.md"
+    argv = ["--config=gan_ring8,gan_grid25", f"--json={out}", f"--markdown={table}"]
+    with pytest.raises(RuntimeError, match="cut short"):
+        throughput.main(argv)
+    assert json.loads(out.read_text()) == [
+        {"config": "gan_ring8", "batch": 256, "flops_per_step": None}
+    ]
+    lines = table.read_text().splitlines()
+    assert lines[0] == "| config | batch | GFLOP/step |"
+    assert lines[2] == "| gan_ring8 | 256 | n/a |"  # a count XLA could not make
