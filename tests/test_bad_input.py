@@ -200,6 +200,12 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
     points = np.load(tmp_path / "s.npz")["samples"]
     assert points.shape == (300, 2) and points.dtype == np.float32
     assert np.isfinite(points).all()
+    from genjax.sampling import write_samples  # --seed decides the draw, and only it
+
+    again = np.load(write_samples(ring_workdir, tmp_path / "again.npz", 300, seed=4))
+    other = np.load(write_samples(ring_workdir, tmp_path / "other.npz", 300, seed=5))
+    np.testing.assert_array_equal(again["samples"], points)
+    assert not np.allclose(other["samples"], points)
 
 
 def _mount_tmpfs(path, size, skip=True):

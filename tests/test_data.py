@@ -454,6 +454,11 @@ def test_host_batches_resume_exactly():
         )
     other_seed = host_batches(source, batch_size=4, seed=4)
     config_error(other_seed.set_state, state, must_mention=("seed",))
+    # set_state on an iterator that is already running (prefetching) goes back too
+    iterator.set_state(state)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(take_labels(iterator, 5), expected, strict=True)
+    )
 
 
 def test_host_batches_with_worker_process():
@@ -484,3 +489,33 @@ def test_global_batches_cut_one_permutation_per_epoch(num_examples, batch):
             range(num_examples)
         )
     assert not np.array_equal(stream[:num_examples], stream[num_examples : 2 * num_examples])
+
+
+def test_a_class_of_one_example_stays_in_train():
+    from genjax.data.arrays import holdout_indices
+
+    train, test = holdout_indices(np.array([0] * 10 + [1]), 11)
+    np.testing.assert_array_equal(train, np.arange(9).tolist() + [10])
+    np.testing.assert_array_equal(test, [9])  # ceil(10%) of class 0: its last example
+
+
+def test_a_16_bit_grey_png_keeps_its_high_bytes(tmp_path):
+    from genjax.data.folder import read_image
+
+    values = np.array([[0x1234, 0xFF00, 0x00FF, 0xFFFF]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    np.testing.assert_array_equal(
+        read_image("folder:x", tmp_path / "deep.png"), [[18, 255, 0, 255]]
+    )
+
+
+def test_resize_is_one_bicubic_resampling_of_the_centre_square():
+    from genjax.data.images import resize_square
+
+    image = np.random.default_rng(0).integers(0, 256, (30, 50, 3), np.uint8)
+    box = (10, 0, 40, 30)  # the centred 30 x 30 square
+    expected = Image.fromarray(image).resize((16, 16), Image.Resampling.BICUBIC, box=box)
+    np.testing.assert_array_equal(resize_square(image, 16), np.asarray(expected))
+    nearest = Image.fromarray(image).resize((16, 16), Image.Resampling.NEAREST, box=box)
+    assert not np.array_equal(resize_square(image, 16), np.asarray(nearest))

@@ -74,13 +74,21 @@ def test_hinge_and_wasserstein_hand_values():
 
 
 def test_adversarial_losses_table():
+    """Each config.gan.loss name gives its paper's (D, G) pair, checked by value in float64."""
     assert set(objectives.ADVERSARIAL_LOSSES) == set(config.GAN_LOSSES)
-    d_loss, g_loss = objectives.ADVERSARIAL_LOSSES["wgan_gp"]
-    assert (d_loss, g_loss) == (
-        objectives.wasserstein_critic_loss,
-        objectives.wasserstein_generator_loss,
-    )
-    assert objectives.ADVERSARIAL_LOSSES["minimax"][1] is objectives.generator_loss_minimax
+    r, f = np.array([1.5, -0.5, 3.0]), np.array([-2.0, 0.25, 1.0])
+    log_d = lambda v: -np.log1p(np.exp(-v))  # noqa: E731 - log sigmoid(v) = log D
+    log_1md = lambda v: -np.log1p(np.exp(v))  # noqa: E731 - log(1 - sigmoid(v)) = log(1 - D)
+    bce_d = -log_d(r).mean() - log_1md(f).mean()
+    expected = {
+        "nonsaturating": (bce_d, -log_d(f).mean()),
+        "minimax": (bce_d, log_1md(f).mean()),
+        "hinge": (np.maximum(0, 1 - r).mean() + np.maximum(0, 1 + f).mean(), -f.mean()),
+        "wgan_gp": (f.mean() - r.mean(), -f.mean()),
+    }
+    for name, (d_loss, g_loss) in objectives.ADVERSARIAL_LOSSES.items():
+        got = (float(d_loss(r, f)), float(g_loss(f)))
+        np.testing.assert_allclose(got, expected[name], rtol=1e-6, err_msg=name)
 
 
 def test_losses_are_float32_for_bfloat16_logits():

@@ -169,6 +169,26 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
     assert_same_leaves(final_leaves(damaged), final_leaves(straight))
 
 
+def test_readers_skip_a_damaged_checkpoint_and_rename_nothing(ring20, tmp_path):
+    """restore() (sample.py, evaluate) falls back past a damaged newest step and renames
+    nothing (only training sets damaged steps aside); a step set aside twice gets a new name."""
+    import shutil
+
+    folder = copy_of(ring20, tmp_path) / "checkpoints"
+    shutil.copytree(folder / "20", folder / "30")  # a second step, then damaged
+    files = sorted(p for p in (folder / "30").rglob("*") if p.is_file())
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+    before = sorted(p.name for p in folder.iterdir())
+    assert restore(folder.parent).step == 20
+    assert sorted(p.name for p in folder.iterdir()) == before
+    (folder / "30.damaged").mkdir()  # set aside by an earlier run
+    checkpoints = checkpoint.Checkpoints(folder)
+    assert checkpoints._set_aside(30) == folder / "30.damaged1"
+    checkpoints.close()
+    assert checkpoint_steps(folder.parent) == [20]
+
+
 def test_no_checkpoint_is_set_aside_when_none_restores(ring20, tmp_path):
     """A template that none of the checkpoints fits (another model) renames nothing."""
     workdir = copy_of(ring20, tmp_path)
@@ -333,3 +353,31 @@ def test_the_tensorboard_writer_loads_without_torch():
     r = run_cli("-c", code, env={"PYTHONPATH": str(ROOT)})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["False", "True"], r.stdout
+
+
+def _tensorboard_events(folder):
+    """The events of every TensorBoard file in `folder` (TFRecord framing: length, its CRC,
+    the Event proto, its CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, i = path.read_bytes(), 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + length])
+            yield event
+            i += 12 + length + 4
+
+
+def test_resume_purges_tensorboard_after_the_checkpoint_only(tmp_path):
+    """TensorBoard drops the events from the purge step on: the steps the resumed run logs
+    again (after 200), not step 200 itself, which it does not log again."""
+    from tensorboardX.proto import event_pb2
+
+    MetricWriter(tmp_path, resume_step=200).close()
+    start = event_pb2.SessionLog.START
+    events = _tensorboard_events(tmp_path / "tensorboard")
+    assert [e.step for e in events if e.session_log.status == start] == [201]
