@@ -170,3 +170,97 @@ def test_inception_metrics_are_wired_with_floors(monkeypatch, tmp_path):
     assert out["fd_inception_floor"] == features.frechet_distance(
         pooled(None, real), pooled(None, floor)
     )
+    model = features.feature_metrics(pooled(None, real), pooled(None, fake), "inception", seed=0)
+    best = features.feature_metrics(pooled(None, real), pooled(None, floor), "inception", seed=0)
+    assert out == model | {f"{name}_floor": value for name, value in best.items()}
+    assert out["precision_inception"] != out["recall_inception"]  # real and fake not symmetric
+
+
+def test_sample_batches_draw_from_their_own_keys(monkeypatch):
+    """generate() folds the batch index into the key: 10 samples in batches of 4 are 3 draws."""
+    import jax
+
+    from genjax import experiment, sampling
+    from genjax.config import base_config
+    from genjax.metrics import evaluate as evaluate_lib
+
+    c = base_config()  # toy_mlp, a 2-D GAN
+    c.model.hidden, c.model.depth = 8, 1
+    exp = experiment.build(c, (2,))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    monkeypatch.setattr(evaluate_lib, "SAMPLE_BATCH", 4)
+    key = jax.random.PRNGKey(1)
+    got = evaluate_lib.generate(exp, state, key, 10)
+    assert got.shape == (10, 2) and len(np.unique(got, axis=0)) == 10
+    draws = [
+        sampling.samples(exp.models, state, jax.random.fold_in(key, i), 4, c.model.z_dim)
+        for i in range(3)
+    ]
+    np.testing.assert_allclose(got, np.concatenate(draws)[:10], rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
+    """evaluate()'s classifier branch with a stand-in classifier and sampler: each metric is
+    the direct call on the stand-in's features and classes, and the class histogram of the
+    data is the whole test split's, even when max_test scores fewer test images."""
+    from types import SimpleNamespace
+
+    from genjax import sampling
+    from genjax.config import base_config
+    from genjax.data.arrays import ArraySource
+    from genjax.metrics import classes, classifier, features
+    from genjax.metrics import evaluate as evaluate_lib
+
+    def pooled(images):  # 4 x 4 mean-pooled pixels: (N, 4) features
+        return np.asarray(images, np.float64).reshape(len(images), 2, 4, 2, 4).mean((2, 4))
+
+    def stand_in_outputs(clf, images, batch_size=500):
+        f = pooled(images).reshape(len(images), -1)
+        return f, np.minimum(f.mean(1) // 64, 2).astype(np.int64)  # 3 brightness classes
+
+    rng = np.random.default_rng(0)
+    test_labels = np.repeat([1, 0, 2], [6, 6, 6])  # the first 6 are all class 1
+    test = ArraySource(
+        {"image": rng.integers(0, 256, (18, 8, 8, 1), np.uint8), "label": test_labels},
+        "image",
+        3,
+    )
+    train_labels = rng.integers(0, 3, 40)
+    train = ArraySource(
+        {"image": rng.integers(0, 200, (40, 8, 8, 1), np.uint8), "label": train_labels},
+        "image",
+        3,
+    )
+    fake01 = rng.uniform(0.1, 0.9, (20, 8, 8, 1)) ** 2
+    monkeypatch.setattr(evaluate_lib, "generate", lambda exp, state, key, num: fake01[:num])
+    clf = SimpleNamespace(meta={"num_classes": 3, "test_accuracy": 0.75})
+    monkeypatch.setattr(classifier, "classifier_for", lambda *args, **kwargs: clf)
+    monkeypatch.setattr(classifier, "outputs", stand_in_outputs)
+    class_metrics, references = classes.class_metrics, []
+
+    def recording_class_metrics(predicted, data_labels, num_classes):
+        references.append(np.array(data_labels))
+        return class_metrics(predicted, data_labels, num_classes)
+
+    monkeypatch.setattr(classes, "class_metrics", recording_class_metrics)
+    exp = SimpleNamespace(config=base_config(), family="gan", models=None)
+    out = evaluate_lib.evaluate(exp, None, train, test, num_samples=20, max_test=6, seed=3)
+
+    assert len(references) == 2
+    for labels in references:
+        np.testing.assert_array_equal(labels, test_labels)
+    fake = sampling.to_uint8(fake01)
+    real = test.to_arrays()["image"][:6]
+    floor = train.take(np.sort(np.random.default_rng(3).choice(40, 20, replace=False)))["image"]
+    (f_fake, c_fake), (f_real, _), (f_floor, c_floor) = map(
+        stand_in_outputs, (None,) * 3, (fake, real, floor)
+    )
+    expected = {"classifier_test_accuracy": 0.75}
+    expected |= features.feature_metrics(f_real, f_fake, "classifier", seed=3)
+    best = features.feature_metrics(f_real, f_floor, "classifier", seed=3)
+    expected |= {f"{name}_floor": value for name, value in best.items()}
+    expected |= class_metrics(c_fake, test_labels, 3)
+    expected |= {f"{k}_floor": v for k, v in class_metrics(c_floor, test_labels, 3).items()}
+    assert set(out) == set(expected) and len(out) == 17
+    assert out == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert out["precision_classifier"] != out["recall_classifier"]  # not symmetric

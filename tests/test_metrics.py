@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.special
 from scipy.stats import multivariate_normal
 
 from genjax.config import ConfigError, base_config
@@ -78,8 +79,10 @@ def test_kid_subsets_are_drawn_from_each_set_without_replacement():
         xs = x[rng.choice(30, 12, replace=False)]
         ys = y[rng.choice(12, 12, replace=False)]
         expected.append(mmd2_loops(xs, ys))
-    mean, _ = features.kernel_distance(x, y, num_subsets=5, subset_size=1000, seed=7)
+    mean, std = features.kernel_distance(x, y, num_subsets=5, subset_size=1000, seed=7)
     assert mean == pytest.approx(np.mean(expected), rel=1e-10)
+    assert std == pytest.approx(np.std(expected), rel=1e-8)  # the subsets' spread, not an SE
+    assert std > 0
 
 
 # --- precision, recall, density, coverage ---------------------------------------------------
@@ -121,6 +124,18 @@ def test_density_coverage_match_brute_force(seed):
     assert features.density_coverage(real, fake, k=k) == pytest.approx((density, coverage))
 
 
+def test_balls_include_their_boundary():
+    """Kynkaanniemi et al. (2019, eq. 1) and Naeem et al. (2020, eqs. 3-4) count a point at
+    exactly the k-NN radius as inside (<=): integer lattices make the ties exact."""
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])  # 1-NN radius 1 for every real
+    fake = np.array([[4.0], [6.0]])  # 1-NN radius 2 for both fakes
+    # 4 is at distance 1 from the ball around 3; 6 is at distance 3 from every real.
+    # Reals 2 and 3 are at distances 2 and 1 from the ball around 4, of radius 2.
+    assert features.precision_recall(real, fake, k=1) == (0.5, 0.5)
+    # One (fake, real ball) pair: 4 in B(3, 1); density 1 / (k M) = 1 / 2; 1 of 4 balls hit.
+    assert features.density_coverage(real, fake, k=1) == (0.5, 0.25)
+
+
 def test_radii_blocks_agree_with_one_block(monkeypatch):
     x = gaussian_features(9, 23, 3)
     whole = features.knn_radii(x, 3)
@@ -137,6 +152,37 @@ def test_feature_metrics_names_and_small_sets():
         "kid_s",
         "precision_s",
         "recall_s",
+    }
+
+
+def test_feature_metrics_are_the_direct_calls_with_real_first():
+    real = gaussian_features(0, 30)
+    fake = gaussian_features(1, 22, shift=0.8)  # another size and place: nothing symmetric
+    got = features.feature_metrics(real, fake, "s", seed=4)
+    kid_mean, kid_std = features.kernel_distance(real, fake, seed=4)
+    precision, recall = features.precision_recall(real, fake, 3)
+    density, coverage = features.density_coverage(real, fake, 5)
+    assert got == {
+        "fd_s": features.frechet_distance(real, fake),
+        "kid_s": kid_mean,
+        "precision_s": precision,
+        "recall_s": recall,
+        "density_s": density,
+        "coverage_s": coverage,
+    }
+    # The case tells the arguments, the defaults and the KID statistic apart.
+    assert kid_mean != kid_std
+    assert (precision, recall) != features.precision_recall(fake, real, 3)
+    assert (precision, recall) != features.precision_recall(real, fake, 4)
+    assert (density, coverage) != features.density_coverage(fake, real, 5)
+
+
+def test_feature_metrics_leave_out_precision_when_a_set_has_only_pr_k_rows():
+    real, fake = gaussian_features(2, 3), gaussian_features(3, 10)  # 3 rows: no 3rd neighbour
+    got = features.feature_metrics(real, fake, "s")
+    assert got == {
+        "fd_s": features.frechet_distance(real, fake),
+        "kid_s": features.kernel_distance(real, fake)[0],
     }
 
 
@@ -164,6 +210,26 @@ def test_mode_metrics_threshold_and_mixed_samples():
     assert got["hq_fraction"] == 0.75 and got["modes"] == 2
     p = np.array([1 / 3, 2 / 3])  # high-quality points: one at mode 0, two at mode 5
     assert got["reverse_kl"] == pytest.approx(np.sum(p * np.log(p * 25)))
+
+
+def test_nearest_modes_scale_each_mode_by_its_own_sigma():
+    means = np.array([[0.0, 0.0], [1.0, 0.0]])
+    point = np.array([[0.45, 0.0]])  # 0.45 from mode 0, 0.55 from mode 1
+    nearest, distance = toy.nearest_modes(point, means, np.array([0.01, 1.0]))
+    assert nearest.tolist() == [1] and distance[0] == pytest.approx(0.55)  # 45 sigmas vs 0.55
+    nearest, distance = toy.nearest_modes(point, means, 1.0)  # one sigma for both
+    assert nearest.tolist() == [0] and distance[0] == pytest.approx(0.45)
+
+
+def test_class_kl_against_a_data_histogram_that_misses_a_class():
+    predicted = np.array([3, 0, 2, 2, 0, 2])  # counts 2, 0, 3, 1
+    data = np.array([0, 1, 0, 3, 1, 0])  # counts 3, 2, 0, 1: class 2 gets half an example
+    got = classes.class_metrics(predicted, data, 4)
+    p = np.array([2, 0, 3, 1]) / 6
+    q = np.array([3, 2, 0.5, 1]) / 6.5
+    used = p > 0
+    expected = np.sum(p[used] * np.log(p[used] / q[used]))
+    assert got == {"classes_covered": 3.0, "class_kl": pytest.approx(expected, rel=1e-12)}
 
 
 def test_class_metrics_hand_values():
@@ -226,6 +292,98 @@ def test_binarize_is_fixed_by_the_seed():
     a, b = nll.binarize(x, 5), nll.binarize(x, 5)
     assert set(np.unique(a)) <= {0.0, 1.0} and np.array_equal(a, b)
     assert not np.array_equal(a, nll.binarize(x, 6))
+
+
+def test_binarize_keeps_binary_images_and_pixel_means():
+    x = (np.random.default_rng(1).uniform(size=(3, 5, 5, 1)) < 0.5).astype(np.float32)
+    np.testing.assert_array_equal(nll.binarize(x, 0), x)  # P(1) = 1 and P(0) = 0 exactly
+    assert nll.binarize(np.full(10_000, 0.2), 0).mean() == pytest.approx(0.2, abs=0.02)
+
+
+def shifted_encode(params, x):
+    """q(z|x) = N(x[:, :2], diag(exp(x[:, 2:4]))), whatever the params."""
+    return x[:, :2], x[:, 2:4]
+
+
+def first_latent_weight(params, x, z, mean, logvar):
+    """log w = z_0: every estimate is then a function of q and of the noise alone."""
+    return z[..., 0]
+
+
+def numpy_estimates(x, keys, k, chunk):
+    """(log (1/k) sum_i w_i, (1/k) sum_i log w_i) per example, in float64, for the two
+    functions above: sample i of example b is chunk i // chunk of the noise drawn from
+    fold_in(keys[b], that chunk), row i % chunk, the first k samples kept."""
+    x = np.asarray(x, np.float64)
+    chunks = -(-k // chunk)
+    log_px, elbo = [], []
+    for b, key in enumerate(keys):
+        eps = [jax.random.normal(jax.random.fold_in(key, c), (chunk, 2)) for c in range(chunks)]
+        eps = np.concatenate(eps)[:k].astype(np.float64)
+        log_w = x[b, 0] + np.exp(0.5 * x[b, 2]) * eps[:, 0]
+        log_px.append(scipy.special.logsumexp(log_w) - math.log(k))
+        elbo.append(log_w.mean())
+    return np.array(log_px), np.array(elbo)
+
+
+def test_importance_sampled_estimates_match_a_numpy_reimplementation():
+    x = jnp.asarray(np.random.default_rng(0).normal(0.0, 0.5, (4, 4)), jnp.float32)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(3), i))(jnp.arange(4))
+    log_px, elbo = jax.jit(
+        lambda x, keys: nll.importance_sampled_estimates(
+            shifted_encode, first_latent_weight, None, x, keys, 1000, 300
+        )
+    )(x, keys)  # 4 chunks of 300, the last one masked down to 100 samples
+    expected_log_px, expected_elbo = numpy_estimates(x, keys, 1000, 300)
+    np.testing.assert_allclose(np.asarray(log_px), expected_log_px, rtol=0, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(elbo), expected_elbo, rtol=0, atol=2e-5)
+
+
+def test_estimate_log_likelihood_keys_each_example_by_its_index(monkeypatch):
+    """Example i draws from fold_in(key(seed), i) wherever its batch starts, so the estimates
+    do not depend on the batch size (70 examples: batches of 64 by default)."""
+    x = np.random.default_rng(1).normal(0.0, 0.5, (70, 4)).astype(np.float32)
+    keys = [jax.random.fold_in(jax.random.PRNGKey(5), i) for i in range(70)]
+
+    def estimate():
+        return nll.estimate_log_likelihood(
+            shifted_encode, first_latent_weight, None, x, k=10, seed=5
+        )
+
+    assert nll.batch_sizes(70, 4, 10) == (64, 10)
+    default = estimate()
+    for got, want in zip(default, numpy_estimates(x, keys, 10, 10), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+    monkeypatch.setattr(nll, "batch_sizes", lambda n, size, k: (7, 10))
+    for got, want in zip(estimate(), default, strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    monkeypatch.setattr(nll, "batch_sizes", lambda n, size, k: (16, 4))  # chunks 4, 4, 2
+    for got, want in zip(estimate(), numpy_estimates(x, keys, 10, 4), strict=True):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+
+
+def test_a_gaussian_vae_is_scored_on_unbinarised_images(monkeypatch):
+    from genjax import experiment
+
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.depth, c.model.z_dim = "vae_mlp", 16, 1, 2
+    c.vae.likelihood, c.vae.binarize = "gaussian", True  # binarize is for Bernoulli VAEs only
+    exp = experiment.build(c, (4, 4, 1))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 1), dtype=np.uint8)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a Gaussian VAE's test images were binarised")
+
+    monkeypatch.setattr(nll, "binarize", refuse)
+    got = nll.vae_test_metrics(exp.models, state, c, images, k=8, seed=2)
+    encode, log_weight = nll.vae_functions(exp.models, "gaussian")
+    log_px, elbo = nll.estimate_log_likelihood(
+        encode, log_weight, state, images / 255.0, k=8, seed=3
+    )
+    assert got == pytest.approx(
+        {"test_nll": -np.mean(log_px), "test_neg_elbo": -np.mean(elbo)}, rel=1e-6
+    )
 
 
 # --- FID Inception --------------------------------------------------------------------------
@@ -477,6 +635,19 @@ def test_classifier_cache_round_trip(tmp_path):
     assert classifier.load("npz:/d/x.npz", 0, tmp_path, (16, 16, 1), 3) is None  # data changed
     assert classifier.load("npz:/d/x.npz", 0, tmp_path, (12, 12, 1), 5) is None
     assert classifier.load("mnist5k", 0, tmp_path) is None
+
+
+def test_classifier_outputs_of_a_ragged_last_batch_are_the_module_on_scaled_images():
+    module = classifier.Classifier(4, embed=16)
+    params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 1)))["params"]
+    params = jax.tree.map(lambda p: p + 0.05, params)  # biases too: not scale-invariant
+    trained = classifier.TrainedClassifier(module, params, {})
+    images = np.random.default_rng(2).integers(0, 256, (7, 12, 12, 1), dtype=np.uint8)
+    got_features, got_classes = classifier.outputs(trained, images, batch_size=3)  # 3, 3, 1
+    h, logits = module.apply({"params": params}, jnp.asarray(images, jnp.float32) / 255.0)
+    assert got_features.shape == (7, 16) and got_features.dtype == np.float64
+    np.testing.assert_allclose(got_features, np.asarray(h), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got_classes, np.argmax(np.asarray(logits), axis=-1))
 
 
 def test_safe_names():
