@@ -96,8 +96,8 @@ class MetricWriter:
 def _summary_writer_class():
     """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch when it
     is installed (only to accept torch tensors, which genjax never passes), which costs
-    seconds at every CLI start. A None in sys.modules makes that import fail as if torch were absent;
-    a torch already imported is left as it is."""
+    seconds at every CLI start. A None in sys.modules makes that import fail as if torch were
+    absent; a torch already imported is left as it is."""
     import sys
 
     hide = "torch" not in sys.modules
