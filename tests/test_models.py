@@ -310,3 +310,224 @@ def test_ar_kernel_is_refused_for_gans_and_even_sizes():
     c.model.ar_kernel = 4
     with pytest.raises(ConfigError, match="odd"):
         config.validate(c)
+
+
+# ------------------------------------------------- forward passes against plain recomputations
+
+DN = ("NHWC", "HWIO", "NHWC")
+
+
+def randomized(variables, seed=1):
+    """Every param and statistic ~ N(0, 1) (variances |N(0, 1)| + 0.5): no zero hides a bug."""
+    rng = np.random.default_rng(seed)
+
+    def draw(path, x):
+        value = rng.normal(size=x.shape)
+        if any(getattr(k, "key", None) == "var" for k in path):
+            value = np.abs(value) + 0.5
+        return jnp.asarray(value, jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, variables)
+
+
+def leaky(h, slope):
+    return np.where(h > 0, h, slope * h)
+
+
+def dense(p, h):
+    return h @ np.asarray(p["kernel"]) + (np.asarray(p["bias"]) if "bias" in p else 0.0)
+
+
+@pytest.mark.parametrize(
+    "name,shape,g_slope,d_slope,depth",
+    [("toy_mlp", (2,), 0.0, 0.2, 2), ("gan_mlp", (3, 3, 1), 0.01, 0.01, 1)],
+)
+def test_mlp_gan_equals_a_numpy_forward(name, shape, g_slope, d_slope, depth):
+    # toy_mlp: config.model.depth ReLU layers (G), LeakyReLU 0.2 (D), linear output; gan_mlp:
+    # one LeakyReLU 0.01 layer each, tanh output (Goodfellow et al. 2014).
+    generator, discriminator = build(model_config(name), shape)
+    z, x = inputs(name, shape)
+    g_vars = randomized(jax.jit(lambda k: generator.init(k, z, False))(KEY))
+    d_vars = randomized(jax.jit(lambda k: discriminator.init(k, x, False))(KEY), seed=2)
+    assert len(g_vars["params"]) == len(d_vars["params"]) == depth + 1
+    h = z
+    for i in range(depth):
+        h = leaky(dense(g_vars["params"][f"Dense_{i}"], h), g_slope)
+    out = dense(g_vars["params"][f"Dense_{depth}"], h)
+    out = np.tanh(out) if name == "gan_mlp" else out
+    got = apply(generator, g_vars, z)
+    np.testing.assert_allclose(got, out.reshape(BATCH, *shape), rtol=1e-4, atol=1e-4)
+    h = x.reshape(BATCH, -1)
+    for i in range(depth):
+        h = leaky(dense(d_vars["params"][f"Dense_{i}"], h), d_slope)
+    logits = dense(d_vars["params"][f"Dense_{depth}"], h)[:, 0]
+    np.testing.assert_allclose(apply(discriminator, d_vars, x), logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("d_norm", ["batch", "layer", "none"])
+def test_only_layers_followed_by_batch_norm_have_no_bias(d_norm):
+    # DCGAN: G's dense and every upsampling but the last feed a BatchNorm; so does every D
+    # conv but the first when d_norm='batch'. All other layers keep their bias.
+    generator, discriminator = build(model_config("dcgan", d_norm=d_norm), (64, 64, 3))
+    g_vars, _ = abstract_outputs(generator, jnp.zeros((BATCH, Z_DIM)))
+    d_vars, _ = abstract_outputs(discriminator, jnp.zeros((BATCH, 64, 64, 3)))
+    g, d = g_vars["params"], d_vars["params"]
+    has_bias = {k: "bias" in v.get("ConvTranspose_0", v) for k, v in g.items() if "Norm" not in k}
+    assert has_bias == {"Dense_0": False, **{f"UpConv2x_{i}": i == 3 for i in range(4)}}
+    has_bias = {k: "bias" in v.get("Conv_0", v) for k, v in d.items() if "Norm" not in k}
+    batch = d_norm == "batch"
+    expected = {f"DownConv2x_{i}": i == 0 or not batch for i in range(4)} | {"Dense_0": True}
+    assert has_bias == expected
+
+
+def conv_down(h, p):
+    """flax's nn.Conv((4, 4), strides 2, 'SAME') by lax."""
+    y = jax.lax.conv_general_dilated(h, p["kernel"], (2, 2), "SAME", dimension_numbers=DN)
+    return y + p["bias"] if "bias" in p else y
+
+
+def conv_up(h, p):
+    """flax's nn.ConvTranspose((4, 4), strides 2, 'SAME') by lax."""
+    y = jax.lax.conv_transpose(h, p["kernel"], (2, 2), "SAME", dimension_numbers=DN)
+    return y + p["bias"] if "bias" in p else y
+
+
+def batch_norm_eval(h, p, s):
+    return (h - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
+
+
+def test_dcgan_generator_equals_a_lax_forward():
+    # Dense (no bias) -> BatchNorm -> ReLU -> [up (no bias) -> BatchNorm -> ReLU] -> up -> tanh,
+    # in eval mode with random running statistics.
+    generator, _ = build(model_config("dcgan"), (16, 16, 2))
+    z = inputs("dcgan", (16, 16, 2))[0]
+    v = randomized(jax.jit(lambda k: generator.init(k, z, False))(KEY))
+    p, s = v["params"], v["batch_stats"]
+    h = (z @ p["Dense_0"]["kernel"]).reshape(BATCH, 4, 4, 8)
+    h = jax.nn.relu(batch_norm_eval(h, p["BatchNorm_0"], s["BatchNorm_0"]))
+    h = conv_up(h, p["UpConv2x_0"]["ConvTranspose_0"])
+    h = jax.nn.relu(batch_norm_eval(h, p["BatchNorm_1"], s["BatchNorm_1"]))
+    expected = jnp.tanh(conv_up(h, p["UpConv2x_1"]["ConvTranspose_0"]))
+    np.testing.assert_allclose(apply(generator, v, z), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("d_norm", ["batch", "layer", "none"])
+def test_dcgan_discriminator_equals_a_lax_forward(d_norm):
+    # conv -> LeakyReLU 0.2 -> conv -> norm (BatchNorm eval | LayerNorm over H, W, C) -> LeakyReLU
+    # 0.2 -> dense, with random parameters and running statistics.
+    _, discriminator = build(model_config("dcgan", d_norm=d_norm), (16, 16, 2))
+    x = inputs("dcgan", (16, 16, 2))[1]
+    v = randomized(jax.jit(lambda k: discriminator.init(k, x, False))(KEY))
+    p = v["params"]
+    h = leaky(conv_down(x, p["DownConv2x_0"]["Conv_0"]), 0.2)
+    h = conv_down(h, p["DownConv2x_1"]["Conv_0"])
+    if d_norm == "batch":
+        h = batch_norm_eval(h, p["BatchNorm_0"], v["batch_stats"]["BatchNorm_0"])
+    elif d_norm == "layer":
+        mean = h.mean(axis=(1, 2, 3), keepdims=True)
+        var = ((h - mean) ** 2).mean(axis=(1, 2, 3), keepdims=True)
+        h = (h - mean) / np.sqrt(var + 1e-6) * p["LayerNorm_0"]["scale"] + p["LayerNorm_0"]["bias"]
+    h = leaky(h, 0.2).reshape(BATCH, -1)
+    expected = dense(p["Dense_0"], h)[:, 0]
+    np.testing.assert_allclose(apply(discriminator, v, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_vae_mlp_equals_a_numpy_forward():
+    # Encoder: depth x (Dense + ReLU) -> linear mean and logvar heads; decoder likewise to
+    # the likelihood's C * k channels (Kingma & Welling 2013, appendix C).
+    shape = (3, 3, 1)
+    encoder, decoder = build(model_config("vae_mlp"), shape, likelihood="gaussian")
+    x, z = inputs("vae_mlp", shape)
+    e_vars = randomized(jax.jit(lambda k: encoder.init(k, x, False))(KEY))
+    d_vars = randomized(jax.jit(lambda k: decoder.init(k, z, False))(KEY), seed=2)
+    p, h = e_vars["params"], x.reshape(BATCH, -1)
+    for i in range(2):  # config.model.depth
+        h = np.maximum(dense(p[f"Dense_{i}"], h), 0)
+    mean, logvar = apply(encoder, e_vars, x)
+    np.testing.assert_allclose(mean, dense(p["mean"], h), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logvar, dense(p["logvar"], h), rtol=1e-4, atol=1e-4)
+    p, h = d_vars["params"], z
+    for i in range(2):
+        h = np.maximum(dense(p[f"Dense_{i}"], h), 0)
+    expected = dense(p["Dense_2"], h).reshape(BATCH, 3, 3, 2)
+    np.testing.assert_allclose(apply(decoder, d_vars, z), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_vae_conv_equals_a_lax_forward():
+    # Encoder: conv(features) + ReLU -> conv(2 features) + ReLU -> heads; decoder: dense +
+    # ReLU to s0 x s0 x 2 features -> up(features) + ReLU -> up(C * k), no output nonlinearity.
+    shape = (16, 16, 1)
+    encoder, decoder = build(model_config("vae_conv"), shape, likelihood="gaussian")
+    x, z = inputs("vae_conv", shape)
+    e_vars = randomized(jax.jit(lambda k: encoder.init(k, x, False))(KEY))
+    d_vars = randomized(jax.jit(lambda k: decoder.init(k, z, False))(KEY), seed=2)
+    p = e_vars["params"]
+    h = jax.nn.relu(conv_down(x, p["DownConv2x_0"]["Conv_0"]))
+    h = jax.nn.relu(conv_down(h, p["DownConv2x_1"]["Conv_0"]))
+    assert h.shape == (BATCH, 4, 4, 8)
+    h = h.reshape(BATCH, -1)
+    mean, logvar = apply(encoder, e_vars, x)
+    np.testing.assert_allclose(mean, dense(p["mean"], h), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logvar, dense(p["logvar"], h), rtol=1e-4, atol=1e-4)
+    p = d_vars["params"]
+    h = jax.nn.relu(dense(p["Dense_0"], z)).reshape(BATCH, 4, 4, 8)
+    h = jax.nn.relu(conv_up(h, p["UpConv2x_0"]["ConvTranspose_0"]))
+    expected = conv_up(h, p["UpConv2x_1"]["ConvTranspose_0"])
+    assert expected.shape == (BATCH, 16, 16, 2)
+    np.testing.assert_allclose(apply(decoder, d_vars, z), expected, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------- config.validate
+
+BAD_VALUES = [
+    ("num_steps", 0),
+    ("batch_size", 0),
+    ("steps_per_call", 0),
+    ("keep_checkpoints", 0),
+    ("num_samples", 0),
+    ("log_every", -1),
+    ("gan.n_critic", 0),
+    ("gan.pack", 0),
+    ("gan.pack", 3),  # does not divide batch_size 64
+    ("vae.beta", -0.5),
+    ("optim.lr", 0.0),
+    ("optim.name", "rmsprop"),
+    ("optim.decay_from", -0.1),
+    ("optim.d_lr", -1e-4),
+    ("model.ar_kernel", 1),
+    ("model.ar_hidden", 0),
+    ("model.z_dim", 0),
+    ("eval.nll_k", 0),
+]
+GOOD_VALUES = [
+    ("vae.beta", 0.0),
+    ("optim.d_lr", 0.0),
+    ("optim.decay_from", 0.0),
+    ("optim.decay_from", 1.0),
+    ("model.ar_kernel", 3),
+    ("eval.max_test", 0),
+    ("log_every", 0),
+    ("optim.name", "sgd"),
+]
+
+
+def _set(c, key, value):
+    *parents, leaf = key.split(".")
+    for p in parents:
+        c = c[p]
+    c[leaf] = value
+
+
+@pytest.mark.parametrize("key,value", BAD_VALUES)
+def test_validate_refuses_each_bad_value_naming_it(key, value):
+    c = config.base_config()
+    _set(c, key, value)
+    with pytest.raises(ConfigError, match=key.split(".")[-1]):
+        config.validate(c)
+
+
+@pytest.mark.parametrize("key,value", GOOD_VALUES)
+def test_validate_accepts_the_edge_values(key, value):
+    c = config.base_config()
+    _set(c, key, value)
+    config.validate(c)

@@ -1,6 +1,7 @@
 """Data parallelism and chunking do not change the maths."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -134,3 +135,283 @@ def test_a_packed_gan_trains(name):
     kernels = [x.shape for x in jax.tree.leaves(after.d_params) if x.ndim >= 2]
     assert any(k[-2] == 4 * shape[-1] for k in kernels), kernels  # D sees packs of 4
     assert int(metrics["skipped"]) == 0 and np.isfinite(metrics["g_loss"])
+
+
+# ------------------------------------------------ the step maths against plain recomputations
+
+
+def test_to_model_input_scales_images_per_family():
+    # uint8 -> [-1, 1] for GANs and [0, 1] for VAEs (hand values); points pass through.
+    from genjax.steps import to_model_input
+
+    images = {"image": np.array([0, 51, 255], np.uint8)}
+    np.testing.assert_allclose(to_model_input(images, "gan"), [-1.0, -0.6, 1.0], atol=1e-6)
+    np.testing.assert_allclose(to_model_input(images, "vae"), [0.0, 0.2, 1.0], atol=1e-6)
+    points = {"point": np.array([[-3.5, 2.0]])}
+    np.testing.assert_array_equal(to_model_input(points, "gan"), [[-3.5, 2.0]])
+
+
+def _learning_rates(tx, n, grad=3.0):
+    """The learning rates of n SGD updates of `tx` (update / -grad, grad != 1 so Adam differs)."""
+    params = {"w": jnp.zeros(())}
+    opt_state, rates = tx.init(params), []
+    for _ in range(n):
+        updates, opt_state = tx.update({"w": jnp.float32(grad)}, opt_state, params)
+        rates.append(float(-updates["w"] / grad))
+    return rates
+
+
+def test_gan_learning_rate_schedules_decay_over_each_networks_own_updates():
+    # Hand values: lr constant for the first half of the run, then linearly to 0; D makes
+    # n_critic updates per step, at d_lr, so its schedule spans n_critic x num_steps updates.
+    from genjax.steps import gan_optimizers
+
+    c = base_config()
+    c.optim.name, c.optim.lr, c.optim.d_lr, c.optim.decay_from = "sgd", 1.0, 0.5, 0.5
+    c.num_steps, c.gan.n_critic = 4, 2
+    g_tx, d_tx = gan_optimizers(c)
+    np.testing.assert_allclose(_learning_rates(g_tx, 4), [1, 1, 1, 0.5], rtol=1e-6)
+    d_rates = _learning_rates(d_tx, 8)
+    np.testing.assert_allclose(d_rates, [0.5] * 5 + [0.375, 0.25, 0.125], rtol=1e-6)
+    c.optim.d_lr = 0.0  # 0: D at lr
+    np.testing.assert_allclose(_learning_rates(gan_optimizers(c)[1], 1), [1.0], rtol=1e-6)
+
+
+def test_adam_updates_equal_a_hand_written_adam_with_b1_and_b2():
+    # Adam (Kingma & Ba 2015, algorithm 1; eps 1e-8) in numpy, with distinct b1 and b2.
+    from genjax.steps import vae_optimizer
+
+    c = base_config()
+    c.optim.lr, c.optim.b1, c.optim.b2 = 0.1, 0.5, 0.9
+    tx = vae_optimizer(c)
+    params = {"w": jnp.zeros(())}
+    opt_state, m, v, w = tx.init(params), 0.0, 0.0, 0.0
+    for t, g in enumerate([1.0, -2.0, 0.5, 3.0], start=1):
+        updates, opt_state = tx.update({"w": jnp.float32(g)}, opt_state, params)
+        params = {"w": params["w"] + updates["w"]}
+        m, v = 0.5 * m + 0.5 * g, 0.9 * v + 0.1 * g * g
+        w -= 0.1 * (m / (1 - 0.5**t)) / (np.sqrt(v / (1 - 0.9**t)) + 1e-8)
+        np.testing.assert_allclose(float(params["w"]), w, rtol=1e-5)
+
+
+def test_apply_if_finite_applies_or_keeps_params_opt_state_and_stats():
+    # SGD at lr 1 by hand; a non-finite loss alone (finite gradients) or gradient also skips.
+    import optax
+
+    from genjax.steps import apply_if_finite
+
+    tx = optax.sgd(1.0)
+    params, new_stats, old_stats = {"w": jnp.array([1.0, 2.0])}, {"m": 5.0}, {"m": 7.0}
+    grads = {"w": jnp.array([0.5, -0.5])}
+    opt_state = tx.init(params)
+    p, _, stats, ok = apply_if_finite(
+        tx, grads, jnp.float32(1.0), params, opt_state, new_stats, old_stats
+    )
+    assert bool(ok) and float(stats["m"]) == 5.0
+    np.testing.assert_allclose(p["w"], [0.5, 2.5])
+    bad_grads = {"w": jnp.array([0.5, np.nan])}
+    for g, loss in [(grads, jnp.float32(np.inf)), (bad_grads, jnp.float32(1.0))]:
+        p, _, stats, ok = apply_if_finite(tx, g, loss, params, opt_state, new_stats, old_stats)
+        assert not bool(ok) and float(stats["m"]) == 7.0
+        np.testing.assert_array_equal(p["w"], [1.0, 2.0])
+
+
+def test_guard_records_the_first_nonfinite_step_with_its_metrics():
+    # A fake step that skips its update at model steps 2 and 4 (0-based, before the step).
+    from flax import struct
+
+    from genjax.steps import guard_nonfinite, new_train_state
+
+    @struct.dataclass
+    class Model:
+        step: jax.Array
+
+    def fake_step(model, batch, key):
+        s = model.step.astype(jnp.float32)
+        skipped = ((model.step == 2) | (model.step == 4)).astype(jnp.int32)
+        metrics = {"kl": s, "loss": 10 * s, "recon": 100 * s, "skipped": skipped}
+        return model.replace(step=model.step + 1), metrics
+
+    guarded = guard_nonfinite(fake_step, "vae")
+    ts = new_train_state(Model(step=jnp.zeros((), jnp.int32)), "vae")
+    for _ in range(6):
+        ts, metrics = guarded(ts, None, None)
+    assert int(ts.skipped) == 2 and int(metrics["skipped_updates"]) == 2
+    assert int(ts.nonfinite_step) == 2  # train.py reports it as step 3 (1-based)
+    np.testing.assert_array_equal(ts.nonfinite_values, [2.0, 20.0, 200.0])  # kl, loss, recon
+
+
+def test_data_per_step_is_n_critic_for_gans_and_one_for_vaes():
+    from genjax.steps import data_per_step
+
+    c = base_config()
+    c.gan.n_critic = 3
+    assert data_per_step(c, "gan") == 3 and data_per_step(c, "vae") == 1
+
+
+def test_device_mean_and_per_example_noise_over_a_vmapped_data_axis():
+    # 4 vmapped "devices": the mean over them, and each one's rows of one global draw.
+    from genjax.parallel import device_mean, per_example_noise
+
+    x = jnp.arange(8.0).reshape(4, 2)
+    means = jax.vmap(device_mean, axis_name="data")(x)
+    np.testing.assert_allclose(means, np.broadcast_to([3.0, 4.0], (4, 2)))
+    key = jax.random.PRNGKey(5)
+    draw = lambda _: per_example_noise(jax.random.normal, key, (3, 2))  # noqa: E731
+    noise = jax.vmap(draw, axis_name="data")(jnp.zeros(4))
+    assert noise.shape == (4, 3, 2)
+    np.testing.assert_array_equal(noise.reshape(12, 2), jax.random.normal(key, (12, 2)))
+
+
+def _one_device_step(exp, state, batch, key):
+    """exp's step on one device: the 'data' axis of size 1 is a vmap."""
+    step = jax.jit(jax.vmap(exp.step(), in_axes=(None, 0, None), axis_name="data"))
+    new, metrics = step(state, jax.tree.map(lambda a: a[None], batch), key)
+    return jax.tree.map(lambda a: a[0], new), jax.tree.map(lambda a: a[0], metrics)
+
+
+def _sgd(params, grads, lr):
+    return jax.tree.map(lambda p, g: p - lr * g, params, grads)
+
+
+def test_a_wgan_gp_pacgan_step_equals_a_plain_recomputation():
+    # n_critic critic updates (Wasserstein loss + gp_weight x penalty on interpolated packs),
+    # then one generator update, by hand with SGD, from the same keys as the step.
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.z_dim = "toy_mlp", 8, 2
+    c.batch_size, c.gan.n_critic, c.gan.pack = 4, 2, 2
+    c.gan.loss, c.gan.gp_weight = "wgan_gp", 3.0
+    c.optim.name, c.optim.lr, c.optim.d_lr = "sgd", 0.1, 0.05
+    exp = experiment.build(c, (2,))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    reals = np.random.default_rng(0).normal(size=(2, 4, 2)).astype(np.float32)
+    key = jax.random.PRNGKey(7)
+    new, metrics = _one_device_step(exp, state, {"point": reals}, key)
+
+    gen, disc = exp.models
+    g_params, d_params = state.g_params, state.d_params
+    fakes = lambda g, z: gen.apply({"params": g}, z, train=False).reshape(2, 4)  # noqa: E731
+    for real, k in zip(reals, jax.random.split(jax.random.fold_in(key, 0), 2), strict=True):
+        z_key, gp_key = jax.random.split(k)
+        fake, real = fakes(g_params, jax.random.normal(z_key, (4, 2))), real.reshape(2, 4)
+        eps = jax.random.uniform(gp_key, (2,))[:, None]
+
+        def critic_loss(d):
+            f = lambda x: disc.apply({"params": d}, x, train=False)  # noqa: E731, B023
+            loss = jnp.mean(f(fake)) - jnp.mean(f(real))  # noqa: B023
+            g = jax.grad(lambda x: jnp.sum(f(x)))(eps * real + (1 - eps) * fake)  # noqa: B023
+            penalty = 3.0 * jnp.mean((jnp.sqrt(jnp.sum(g**2, -1) + 1e-12) - 1) ** 2)
+            return loss + penalty, (loss, penalty)
+
+        grads, (d_loss, penalty) = jax.grad(critic_loss, has_aux=True)(d_params)
+        d_params = _sgd(d_params, grads, 0.05)
+    z = jax.random.normal(jax.random.fold_in(key, 1), (4, 2))
+
+    def g_loss_fn(g):
+        return -jnp.mean(disc.apply({"params": d_params}, fakes(g, z), train=False))
+
+    g_loss, grads = jax.value_and_grad(g_loss_fn)(g_params)
+    g_params = _sgd(g_params, grads, 0.1)
+
+    expected = {"d_loss": d_loss, "gradient_penalty": penalty, "g_loss": g_loss}
+    for name, value in expected.items():  # the metrics of the last critic update
+        np.testing.assert_allclose(metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert float(penalty) > 1e-3  # the penalty is not vacuous
+    for a, b in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(d_params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(new.g_params), jax.tree.leaves(g_params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(new.step) == 1
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_a_vae_step_equals_a_plain_recomputation(likelihood):
+    # Binarise (Bernoulli only), reparameterise z = mean + exp(logvar / 2) eps, minimise
+    # mean(recon + beta KL) with the KL written out (Kingma & Welling 2013, appendix B); SGD.
+    from genjax.objectives import log_likelihood
+
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.depth, c.model.z_dim = "vae_mlp", 8, 1, 2
+    c.batch_size, c.vae.likelihood, c.vae.beta, c.vae.binarize = 4, likelihood, 0.5, True
+    c.optim.name, c.optim.lr = "sgd", 0.01
+    exp = experiment.build(c, (3, 3, 1))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    images = np.random.default_rng(0).integers(0, 256, (1, 4, 3, 3, 1), dtype=np.uint8)
+    key = jax.random.PRNGKey(3)
+    new, metrics = _one_device_step(exp, state, {"image": images}, key)
+
+    encoder, decoder = exp.models
+    bin_key, z_key = jax.random.split(key)
+    x = images[0] / np.float32(255.0)
+    if likelihood == "bernoulli":
+        x = (jax.random.uniform(bin_key, x.shape) < x).astype(np.float32)
+
+    def loss_fn(params):
+        mean, logvar = encoder.apply({"params": params["encoder"]}, x, train=False)
+        z = mean + jnp.exp(logvar / 2) * jax.random.normal(z_key, mean.shape)
+        out = decoder.apply({"params": params["decoder"]}, z, train=False)
+        recon = -log_likelihood(out, x, likelihood)
+        kl = 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1 - logvar, axis=-1)
+        loss = jnp.mean(recon + 0.5 * kl)
+        return loss, {"loss": loss, "recon": jnp.mean(recon), "kl": jnp.mean(kl)}
+
+    grads, expected = jax.grad(loss_fn, has_aux=True)(state.params)
+    for name, value in expected.items():
+        np.testing.assert_allclose(metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    params = _sgd(state.params, grads, 0.01)
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert int(metrics["skipped"]) == 0
+
+
+def test_a_dcgan_step_threads_batch_norm_statistics_like_a_plain_recomputation():
+    # BatchNorm running statistics of both networks after one step: D sees the real then the
+    # fake batch in its update and the generator's fakes in G's; G's are those of both of its
+    # forward passes. Recomputed with the modules themselves, nonsaturating loss by hand, SGD.
+    c = base_config()
+    c.model.name, c.model.features, c.model.z_dim = "dcgan", 4, 4
+    c.batch_size, c.optim.name, c.optim.lr = 4, "sgd", 0.01
+    exp = experiment.build(c, (16, 16, 1))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    images = np.random.default_rng(0).integers(0, 256, (1, 4, 16, 16, 1), dtype=np.uint8)
+    key = jax.random.PRNGKey(2)
+    new, metrics = _one_device_step(exp, state, {"image": images}, key)
+
+    gen, disc = exp.models
+
+    def run(module, params, stats, x):
+        variables = {"params": params, "batch_stats": stats}
+        out, updates = module.apply(variables, x, train=True, mutable=["batch_stats"])
+        return out, updates["batch_stats"]
+
+    def recompute(_):  # under a vmap of one, as the models average over axis 'data'
+        real = images[0] / np.float32(127.5) - 1
+        z_key = jax.random.split(jax.random.split(jax.random.fold_in(key, 0), 1)[0])[0]
+        fake, g_stats = run(gen, state.g_params, state.g_stats, jax.random.normal(z_key, (4, 4)))
+
+        def d_loss_fn(d):
+            real_logits, stats = run(disc, d, state.d_stats, real)
+            fake_logits, stats = run(disc, d, stats, fake)
+            loss = jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+            return loss, stats
+
+        grads, d_stats = jax.grad(d_loss_fn, has_aux=True)(state.d_params)
+        d_params = _sgd(state.d_params, grads, 0.01)
+        z = jax.random.normal(jax.random.fold_in(key, 1), (4, 4))
+
+        def g_loss_fn(g):
+            fake, new_g_stats = run(gen, g, g_stats, z)
+            logits, new_d_stats = run(disc, d_params, d_stats, fake)
+            return jnp.mean(jax.nn.softplus(-logits)), (new_g_stats, new_d_stats)
+
+        grads, (g_stats, d_stats) = jax.grad(g_loss_fn, has_aux=True)(state.g_params)
+        g_params = _sgd(state.g_params, grads, 0.01)
+        return {"g_params": g_params, "d_params": d_params, "g_stats": g_stats, "d_stats": d_stats}
+
+    expected = jax.tree.map(lambda a: a[0], jax.vmap(recompute, axis_name="data")(jnp.zeros(1)))
+    for field, tree in expected.items():
+        got = getattr(new, field)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(tree), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=field)
+    assert not np.allclose(jax.tree.leaves(new.d_stats)[0], jax.tree.leaves(state.d_stats)[0])
+    assert int(metrics["skipped"]) == 0

@@ -250,3 +250,79 @@ def test_pmap_is_refused_with_several_processes(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="shard_map"):
         Trainer(load_config("gan_ring8", parallel="pmap"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def _small_ring8(**overrides):
+    """gan_ring8 with 2 x 16 MLPs and batch 32: a few steps compile and run in seconds."""
+    config = load_config("gan_ring8", batch_size=32, **overrides)
+    config.model.hidden = 16
+    return config
+
+
+def _checkpoint_steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_events_fall_on_their_own_intervals_and_on_the_last_step(tmp_path, monkeypatch):
+    # Intervals that are not multiples of each other, nor of steps_per_call or num_steps:
+    # logs at 2, 4, 6 and the last step 7; evaluation at 5; checkpoints at 3, 6 and 7 (hand).
+    config = _small_ring8(
+        num_steps=7, steps_per_call=5, log_every=2, checkpoint_every=3, eval_every=5
+    )
+    config.sample_every, config.keep_checkpoints = 0, 10
+    evaluated = []
+    monkeypatch.setattr(Trainer, "_evaluate", lambda self, step, *_: evaluated.append(step))
+    state = Trainer(config, tmp_path / "run").run()
+    assert int(state.step) == 7
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [2, 4, 6, 7]
+    assert evaluated == [5]
+    assert _checkpoint_steps(tmp_path / "run") == [3, 6, 7]
+    assert [p.name for p in (tmp_path / "run" / "samples").iterdir()] == ["step_00000007.png"]
+
+
+def test_a_preemption_saves_at_the_current_step_and_returns(tmp_path, monkeypatch):
+    # SIGTERM noticed after step 3: a checkpoint at 3, between checkpoint steps, and no more.
+    import genjax.train
+
+    config = _small_ring8(num_steps=10, steps_per_call=3, log_every=0, checkpoint_every=100)
+    config.sample_every = 0
+    monkeypatch.setattr(genjax.train.Preemption, "reached", lambda self, step: step >= 3)
+    state = Trainer(config, tmp_path / "run").run()
+    assert int(state.step) == 3
+    assert _checkpoint_steps(tmp_path / "run") == [3]
+
+
+def test_each_step_of_a_chunk_draws_with_the_key_of_its_own_step():
+    # make_chunk's contract: step s of the run draws its batch with fold_in(fold_in(key, s),
+    # 0) and steps with fold_in(fold_in(key, s), 1), whatever the chunk it falls in.
+    from flax import struct
+
+    from genjax.train import make_chunk
+
+    @struct.dataclass
+    class Record:
+        step: jax.Array
+        rows: jax.Array  # the data rows step s drew
+        keys: jax.Array  # the key step s got
+
+    def record(state, batch, key):
+        s = state.step
+        rows = state.rows.at[s].set(batch["x"][0, :, 0])
+        return Record(s + 1, rows, state.keys.at[s].set(key)), {"step": s}
+
+    data = {"x": jax.numpy.arange(1000, dtype=jax.numpy.int32)[:, None]}
+    key = jax.random.PRNGKey(3)
+    chunk = make_chunk(record, 2, True, 1, 8)
+    run = jax.jit(jax.vmap(lambda st, _: chunk(st, data, key), axis_name="data"))
+    state = Record(
+        np.zeros(1, np.int32), np.zeros((1, 4, 8), np.int32), np.zeros((1, 4, 2), np.uint32)
+    )
+    for _ in range(2):  # two chunks of two steps
+        state, _ = run(state, np.zeros(1))
+    for s in range(4):
+        step_key = jax.random.fold_in(key, s)
+        rows = jax.random.randint(jax.random.fold_in(step_key, 0), (1, 8), 0, 1000)[0]
+        np.testing.assert_array_equal(state.rows[0, s], rows)
+        np.testing.assert_array_equal(state.keys[0, s], jax.random.fold_in(step_key, 1))
+    assert len({tuple(r) for r in np.asarray(state.rows[0])}) == 4
