@@ -432,23 +432,32 @@ def test_dcgan_discriminator_equals_a_lax_forward(d_norm):
     np.testing.assert_allclose(apply(discriminator, v, x), expected, rtol=1e-4, atol=1e-4)
 
 
+def randomized_vae(name, shape):
+    """(encoder, decoder, x, z, encoder variables, decoder variables), variables randomized."""
+    encoder, decoder = build(model_config(name), shape, likelihood="gaussian")
+    x, z = inputs(name, shape)
+    e_vars = randomized(jax.jit(lambda k: encoder.init(k, x, False))(KEY))
+    d_vars = randomized(jax.jit(lambda k: decoder.init(k, z, False))(KEY), seed=2)
+    return encoder, decoder, x, z, e_vars, d_vars
+
+
+def relu_layers(params, h, depth):
+    """Dense_0 .. Dense_{depth-1}, each followed by ReLU (config.model.depth of them)."""
+    for i in range(depth):
+        h = np.maximum(dense(params[f"Dense_{i}"], h), 0)
+    return h
+
+
 def test_vae_mlp_equals_a_numpy_forward():
     # Encoder: depth x (Dense + ReLU) -> linear mean and logvar heads; decoder likewise to
     # the likelihood's C * k channels (Kingma & Welling 2013, appendix C).
     shape = (3, 3, 1)
-    encoder, decoder = build(model_config("vae_mlp"), shape, likelihood="gaussian")
-    x, z = inputs("vae_mlp", shape)
-    e_vars = randomized(jax.jit(lambda k: encoder.init(k, x, False))(KEY))
-    d_vars = randomized(jax.jit(lambda k: decoder.init(k, z, False))(KEY), seed=2)
-    p, h = e_vars["params"], x.reshape(BATCH, -1)
-    for i in range(2):  # config.model.depth
-        h = np.maximum(dense(p[f"Dense_{i}"], h), 0)
+    encoder, decoder, x, z, e_vars, d_vars = randomized_vae("vae_mlp", shape)
+    p, h = e_vars["params"], relu_layers(e_vars["params"], x.reshape(BATCH, -1), 2)
     mean, logvar = apply(encoder, e_vars, x)
     np.testing.assert_allclose(mean, dense(p["mean"], h), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(logvar, dense(p["logvar"], h), rtol=1e-4, atol=1e-4)
-    p, h = d_vars["params"], z
-    for i in range(2):
-        h = np.maximum(dense(p[f"Dense_{i}"], h), 0)
+    p, h = d_vars["params"], relu_layers(d_vars["params"], z, 2)
     expected = dense(p["Dense_2"], h).reshape(BATCH, 3, 3, 2)
     np.testing.assert_allclose(apply(decoder, d_vars, z), expected, rtol=1e-4, atol=1e-4)
 
@@ -457,10 +466,7 @@ def test_vae_conv_equals_a_lax_forward():
     # Encoder: conv(features) + ReLU -> conv(2 features) + ReLU -> heads; decoder: dense +
     # ReLU to s0 x s0 x 2 features -> up(features) + ReLU -> up(C * k), no output nonlinearity.
     shape = (16, 16, 1)
-    encoder, decoder = build(model_config("vae_conv"), shape, likelihood="gaussian")
-    x, z = inputs("vae_conv", shape)
-    e_vars = randomized(jax.jit(lambda k: encoder.init(k, x, False))(KEY))
-    d_vars = randomized(jax.jit(lambda k: decoder.init(k, z, False))(KEY), seed=2)
+    encoder, decoder, x, z, e_vars, d_vars = randomized_vae("vae_conv", shape)
     p = e_vars["params"]
     h = jax.nn.relu(conv_down(x, p["DownConv2x_0"]["Conv_0"]))
     h = jax.nn.relu(conv_down(h, p["DownConv2x_1"]["Conv_0"]))
