@@ -14,8 +14,8 @@ load. FLOPs per step: XLA's generic cost analysis of the 1-step call's lowered (
 module with every lax.scan unrolled, so that the n_critic updates all count (XLA counts a loop
 body once, compiled or not), run by the CPU client on every backend: after optimisation, GPU
 matmuls and convolutions are cuBLAS/cuDNN custom calls that the analysis counts as nothing.
-On CPU it is within 0.4% of the compiled call's count in float32, and 1-4% below it in
-bfloat16 (the compiled count adds the bfloat16 <-> float32 converts XLA:CPU inserts). Bytes
+On CPU it agrees closely with the compiled call's count in float32 and is a little below it
+in bfloat16 (the compiled count adds the bfloat16 <-> float32 converts XLA:CPU inserts). Bytes
 accessed per step: the compiled 1-step call's count on CPU (the operands and results of every
 op after fusion, i.e. the memory traffic if no cache kept anything between ops; FLOPs / bytes
 is the step's arithmetic intensity); None (n/a) on other backends, where custom calls are left
