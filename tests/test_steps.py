@@ -46,8 +46,7 @@ def _train_ring(steps_per_call: int, num_steps: int = 20):
 def test_steps_per_call_does_not_change_the_result():
     one, ten = _train_ring(1), _train_ring(10)
     assert int(one.step) == int(ten.step) == 20
-    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(ten), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    _assert_close(one, ten, rtol=1e-6, atol=1e-7)
     start = jax.device_get(_ring_experiment().init_state(jax.random.PRNGKey(0)))
     assert not np.allclose(jax.tree.leaves(start.g_params)[0], jax.tree.leaves(one.g_params)[0])
 
@@ -74,6 +73,11 @@ def _nan_in_first_kernel(params):
 def _assert_unchanged(a, b):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)  # NaN equals NaN here
+
+
+def _assert_close(a, b, rtol, atol, what=""):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=what)
 
 
 def test_a_vae_update_with_a_nonfinite_loss_is_not_applied():
@@ -270,6 +274,17 @@ def _one_device_step(exp, state, batch, key):
     return jax.tree.map(lambda a: a[0], new), jax.tree.map(lambda a: a[0], metrics)
 
 
+def _one_step_on_random_images(c, shape, seed):
+    """(experiment, initial state, the uint8 batch (1, B, *shape), key, new state, metrics)
+    of one step of config `c` on random images."""
+    exp = experiment.build(c, shape)
+    state = exp.init_state(jax.random.PRNGKey(0))
+    images = np.random.default_rng(0).integers(0, 256, (1, c.batch_size, *shape), np.uint8)
+    key = jax.random.PRNGKey(seed)
+    new, metrics = _one_device_step(exp, state, {"image": images}, key)
+    return exp, state, images, key, new, metrics
+
+
 def _sgd(params, grads, lr):
     return jax.tree.map(lambda p, g: p - lr * g, params, grads)
 
@@ -317,10 +332,8 @@ def test_a_wgan_gp_pacgan_step_equals_a_plain_recomputation():
     for name, value in expected.items():  # the metrics of the last critic update
         np.testing.assert_allclose(metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     assert float(penalty) > 1e-3  # the penalty is not vacuous
-    for a, b in zip(jax.tree.leaves(new.d_params), jax.tree.leaves(d_params), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(new.g_params), jax.tree.leaves(g_params), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_close(new.d_params, d_params, rtol=1e-5, atol=1e-6)
+    _assert_close(new.g_params, g_params, rtol=1e-5, atol=1e-6)
     assert int(new.step) == 1
 
 
@@ -334,11 +347,7 @@ def test_a_vae_step_equals_a_plain_recomputation(likelihood):
     c.model.name, c.model.hidden, c.model.depth, c.model.z_dim = "vae_mlp", 8, 1, 2
     c.batch_size, c.vae.likelihood, c.vae.beta, c.vae.binarize = 4, likelihood, 0.5, True
     c.optim.name, c.optim.lr = "sgd", 0.01
-    exp = experiment.build(c, (3, 3, 1))
-    state = exp.init_state(jax.random.PRNGKey(0))
-    images = np.random.default_rng(0).integers(0, 256, (1, 4, 3, 3, 1), dtype=np.uint8)
-    key = jax.random.PRNGKey(3)
-    new, metrics = _one_device_step(exp, state, {"image": images}, key)
+    exp, state, images, key, new, metrics = _one_step_on_random_images(c, (3, 3, 1), 3)
 
     encoder, decoder = exp.models
     bin_key, z_key = jax.random.split(key)
@@ -359,8 +368,7 @@ def test_a_vae_step_equals_a_plain_recomputation(likelihood):
     for name, value in expected.items():
         np.testing.assert_allclose(metrics[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
     params = _sgd(state.params, grads, 0.01)
-    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _assert_close(new.params, params, rtol=1e-5, atol=1e-6)
     assert int(metrics["skipped"]) == 0
 
 
@@ -371,11 +379,7 @@ def test_a_dcgan_step_threads_batch_norm_statistics_like_a_plain_recomputation()
     c = base_config()
     c.model.name, c.model.features, c.model.z_dim = "dcgan", 4, 4
     c.batch_size, c.optim.name, c.optim.lr = 4, "sgd", 0.01
-    exp = experiment.build(c, (16, 16, 1))
-    state = exp.init_state(jax.random.PRNGKey(0))
-    images = np.random.default_rng(0).integers(0, 256, (1, 4, 16, 16, 1), dtype=np.uint8)
-    key = jax.random.PRNGKey(2)
-    new, metrics = _one_device_step(exp, state, {"image": images}, key)
+    exp, state, images, key, new, metrics = _one_step_on_random_images(c, (16, 16, 1), 2)
 
     gen, disc = exp.models
 
@@ -410,8 +414,6 @@ def test_a_dcgan_step_threads_batch_norm_statistics_like_a_plain_recomputation()
 
     expected = jax.tree.map(lambda a: a[0], jax.vmap(recompute, axis_name="data")(jnp.zeros(1)))
     for field, tree in expected.items():
-        got = getattr(new, field)
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(tree), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=field)
+        _assert_close(getattr(new, field), tree, rtol=1e-4, atol=1e-6, what=field)
     assert not np.allclose(jax.tree.leaves(new.d_stats)[0], jax.tree.leaves(state.d_stats)[0])
     assert int(metrics["skipped"]) == 0
