@@ -8,6 +8,8 @@ restore and logs what it skipped, deleting nothing.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,38 @@ def _silence_abandoned_reads() -> None:
     logging.getLogger("asyncio").addFilter(keep)
 
 
+# An OS-level failure in a report: Python's OSError text, or tensorstore's error code
+_OS_ERROR = re.compile(r"\[Errno \d+\]|os_error_code=")
+
+
+def _reports_failed_write(record: logging.LogRecord) -> bool:
+    """Whether a log record is orbax's report of a save that the file system failed."""
+    if f"{os.sep}orbax{os.sep}" not in record.pathname:
+        return False
+    texts, error = [record.getMessage()], record.exc_info[1] if record.exc_info else None
+    while error is not None:
+        if isinstance(error, OSError):
+            return True
+        texts.append(str(error))
+        error = error.__cause__ or error.__context__
+    return any(_OS_ERROR.search(text) for text in texts)
+
+
+def _silence_failed_writes() -> None:
+    """Drops orbax's reports of a save that the file system failed (a disk that fills up).
+
+    Orbax saves in background threads; when a write fails, each thread logs the error with
+    its traceback (hundreds of lines), and orbax raises it as an OSError at the next save or
+    wait, which train.py reports as one line (`error: I/O error: ...`, exit 4). Only those
+    reports are dropped; any other orbax log record goes on as before.
+    """
+    logging.getLogger("absl").addFilter(_keep_unless_failed_write)  # orbax logs through absl
+
+
+def _keep_unless_failed_write(record: logging.LogRecord) -> bool:
+    return not _reports_failed_write(record)  # a module-level function: added once
+
+
 class Checkpoints:
     """The checkpoints of one workdir: `state` (a pytree) and `data` (iterator state, JSON)."""
 
@@ -74,6 +108,8 @@ class Checkpoints:
             read_only=read_only,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        if not read_only:
+            _silence_failed_writes()
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())

@@ -329,6 +329,37 @@ def test_only_the_reports_of_reads_a_failed_restore_left_behind_are_dropped(monk
         assert not asyncio_log.filter(future)
 
 
+def test_only_orbaxs_reports_of_a_save_the_file_system_failed_are_dropped(monkeypatch):
+    absl_log = logging.getLogger("absl")
+    monkeypatch.setattr(absl_log, "filters", [])
+    checkpoint._silence_failed_writes()
+    checkpoint._silence_failed_writes()  # installs once
+    assert len(absl_log.filters) == 1
+    orbax_file = os.path.join(os.path.dirname(checkpoint.ocp.__file__), "_src", "future.py")
+
+    def record(pathname, msg, error=None):
+        exc_info = (type(error), error, None) if error else None
+        return logging.LogRecord("absl", logging.ERROR, pathname, 1, msg, None, exc_info)
+
+    full = OSError(28, "No space left on device")
+    wrapped = ValueError("commit failed")
+    wrapped.__context__ = full
+    tensorstore = ValueError("RESOURCE_EXHAUSTED: Failed writing [os_error_code='28']")
+    for dropped in [
+        record(orbax_file, "thread raised an exception", full),
+        record(orbax_file, "Failed to run 4 Handler Commit operations", wrapped),
+        record(orbax_file, "raised an exception", tensorstore),
+        record(orbax_file, "Failed to write metadata: [Errno 28] No space left on device"),
+    ]:
+        assert not absl_log.filter(dropped)
+    for kept in [
+        record(orbax_file, "Failed to restore", ValueError("a real one")),
+        record(orbax_file, "checkpoint saved"),
+        record(__file__, "an OSError outside orbax", full),
+    ]:
+        assert absl_log.filter(kept)
+
+
 def test_resume_drops_the_log_rows_past_the_checkpoint_but_not_the_evaluate_clis(tmp_path):
     def write(name, rows):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"st')
