@@ -19,19 +19,29 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
-# orbax's coroutine that reads one array of a checkpoint being restored
-_READ_COROUTINE = "_read_array_index_and_device_put"
+# orbax's coroutines that open and read one array of a checkpoint being restored
+_READ_COROUTINES = ("async_deserialize", "_read_array_index_and_device_put")
+
+
+# The checkpoint folders (absolute paths) a restore has failed on in this process
+_FAILED_RESTORES: set[str] = set()
+
+
+def _names_failed_restore(text: str) -> bool:
+    return any(directory in text for directory in _FAILED_RESTORES)
 
 
 def _from_abandoned_read(error: BaseException | None, source: object = None) -> bool:
     """Whether a report is of a read that a failed restore left behind (see below)."""
     if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
         return True
-    if getattr(source, "__qualname__", "").endswith(_READ_COROUTINE):
+    if error is not None and _names_failed_restore(str(error)):  # tensorstore's own futures
+        return True
+    if getattr(source, "__qualname__", "").endswith(_READ_COROUTINES):
         return True
     tb = getattr(error, "__traceback__", None)
     while tb is not None:
-        if tb.tb_frame.f_code.co_name == _READ_COROUTINE:
+        if tb.tb_frame.f_code.co_name in _READ_COROUTINES:
             return True
         tb = tb.tb_next
     return False
@@ -40,12 +50,13 @@ def _from_abandoned_read(error: BaseException | None, source: object = None) -> 
 def _silence_abandoned_reads() -> None:
     """Drops Python's reports of the reads a failed restore leaves behind.
 
-    When one array of a checkpoint does not read, orbax's restore raises and closes its event
-    loop while the other arrays' reads are still in flight; as they finish or are collected,
+    When one array of a checkpoint does not open or read, orbax's restore raises and closes its
+    event loop while the other arrays' reads are still in flight; as they finish or are collected,
     Python reports each one, as an unraisable exception (`Event loop is closed`, or the read's
     own error) or as asyncio's "Task/Future exception was never retrieved": hundreds of
     tracebacks on stderr around the one warning that says what happened. Only those reports
-    are dropped; any other goes on as before.
+    are dropped (known by orbax's coroutines in them, or, for tensorstore's own futures, which
+    carry no Python frames, by the failed step's folder in their text); any other goes on.
     """
     previous = sys.unraisablehook
     if getattr(previous, "drops_abandoned_reads", False):
@@ -57,7 +68,10 @@ def _silence_abandoned_reads() -> None:
 
     def keep(record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not (_READ_COROUTINE in record.getMessage() or _from_abandoned_read(error))
+        message = record.getMessage()
+        mentioned = any(f"coro=<{name}(" in message for name in _READ_COROUTINES)
+        failed = "never retrieved" in message and _names_failed_restore(message)
+        return not (mentioned or failed or _from_abandoned_read(error))
 
     hook.drops_abandoned_reads = True
     sys.unraisablehook = hook
@@ -148,6 +162,7 @@ class Checkpoints:
             try:
                 state, data_state = self.restore(step, template)
             except Exception as e:  # noqa: BLE001 - any failure means "try an older one"
+                _FAILED_RESTORES.add(f"{self.directory / str(step)}{os.sep}")
                 error = e
                 failed.append(step)
                 log.warning(
