@@ -184,6 +184,7 @@ def test_readers_skip_a_damaged_checkpoint_and_rename_nothing(ring20, tmp_path):
     truncate_biggest_file(folder / "30")
     before = sorted(p.name for p in folder.iterdir())
     assert restore(folder.parent).step == 20
+    assert f"{folder / '30'}{os.sep}" in checkpoint._FAILED_RESTORES  # its late reports dropped
     assert sorted(p.name for p in folder.iterdir()) == before
     (folder / "30.damaged").mkdir()  # set aside by an earlier run
     checkpoints = checkpoint.Checkpoints(folder)
@@ -317,6 +318,17 @@ def test_only_the_reports_of_reads_a_failed_restore_left_behind_are_dropped(monk
     never_retrieved = "Task exception was never retrieved\nfuture: <Task coro=<_read_array_index"
     assert not asyncio_log.filter(record(never_retrieved + "_and_device_put() done>"))
     assert asyncio_log.filter(record("Task exception was never retrieved\nfuture: <Task ...>"))
+    opening = "Task exception was never retrieved\nfuture: <Task finished coro=<async_deserialize"
+    assert not asyncio_log.filter(record(opening + "() done, defined at serialization.py:394>"))
+    # tensorstore's futures carry no Python frames: known by the failed step's folder
+    monkeypatch.setattr(checkpoint, "_FAILED_RESTORES", {"/w/checkpoints/2/"})
+    opened = "Future exception was never retrieved\nfuture: <Future finished exception=ValueError("
+    text = 'OUT_OF_RANGE: Error reading "w4/.zarray" at local file "/w/checkpoints/{}/state/"'
+    assert not asyncio_log.filter(record(opened + text.format(2) + ")>"))
+    assert asyncio_log.filter(record(opened + text.format(3) + ")>"))
+    reread = types.SimpleNamespace(exc_value=ValueError(text.format(2)), object=None)
+    sys.unraisablehook(reread)
+    assert seen == [other]
 
     def _read_array_index_and_device_put():  # raises as orbax's read does
         raise Exception("Encountered error while reading array index")
@@ -415,3 +427,75 @@ def test_resume_purges_tensorboard_after_the_checkpoint_only(tmp_path):
     start = event_pb2.SessionLog.START
     events = _tensorboard_events(tmp_path / "tensorboard")
     assert [e.step for e in events if e.session_log.status == start] == [201]
+
+
+def test_a_save_at_a_step_that_exists_is_a_no_op_and_keeps_the_first(tmp_path):
+    # A step already on disk (e.g. a damaged one another process did not set aside) is not
+    # written again: no StepAlreadyExistsError, and the first save's state and data remain.
+    checkpoints = checkpoint.Checkpoints(tmp_path / "checkpoints")
+    checkpoints.save(5, {"w": jnp.ones(3)}, {"epoch": 1})
+    checkpoints.wait()
+    checkpoints.save(5, {"w": jnp.zeros(3)}, {"epoch": 2})
+    checkpoints.wait()
+    assert checkpoints.steps() == [5]
+    state, data = checkpoints.restore(5, {"w": jnp.zeros(3)})
+    checkpoints.close()
+    np.testing.assert_array_equal(state["w"], [1.0, 1.0, 1.0])
+    assert data == {"epoch": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (("", 0, -1), {}, None),  # one process: nothing to join
+        (("", 0, -1), {"SLURM_NTASKS": "1"}, None),
+        (("", 0, -1), {"TPU_WORKER_HOSTNAMES": "host0"}, None),  # a single-host TPU
+        (("", 0, -1), {"SLURM_NTASKS": "4"}, {}),  # detected: jax finds the cluster itself
+        (("", 0, -1), {"TPU_WORKER_HOSTNAMES": "host0,host1"}, {}),
+        (
+            ("10.0.0.1:1234", 2, 0),
+            {},
+            {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 0},
+        ),
+        (("", 2, 1), {}, {"coordinator_address": None, "num_processes": 2, "process_id": 1}),
+        (
+            ("10.0.0.1:1234", 0, -1),
+            {},
+            {"coordinator_address": "10.0.0.1:1234", "num_processes": None, "process_id": None},
+        ),
+    ],
+)
+def test_initialize_distributed_joins_a_job_only_when_told_or_detected(
+    monkeypatch, args, env, expected
+):
+    from genjax.parallel import initialize_distributed
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+    for name in ("SLURM_NTASKS", "TPU_WORKER_HOSTNAMES"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    initialize_distributed(*args)
+    assert calls == ([] if expected is None else [expected])
+
+
+def test_metric_rows_are_strict_json_with_nan_and_inf_as_null(tmp_path):
+    writer = MetricWriter(tmp_path)
+    writer.scalars(3, {"loss": np.float32(np.inf), "kl": np.nan, "recon": -np.inf, "lr": 0.5})
+    writer.evaluation(3, {"fid": np.inf, "modes": 7.0})
+    writer.close()
+
+    def strict(name):
+        raise ValueError(f"{name} is not strict JSON")
+
+    for name in ("metrics.jsonl", "eval.jsonl"):
+        rows = [json.loads(line, parse_constant=strict) for line in open(tmp_path / name)]
+        assert len(rows) == 1, name
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert rows == [{"step": 3, "loss": None, "kl": None, "recon": None, "lr": 0.5}]
+    assert json.loads((tmp_path / "eval.jsonl").read_text()) == {
+        "step": 3,
+        "fid": None,
+        "modes": 7.0,
+    }
