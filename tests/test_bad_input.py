@@ -4,8 +4,10 @@ a read-only and a full workdir. Each gets one line naming the problem, exit code
 traceback, and the workdir left as it was."""
 
 import errno
+import logging
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -250,7 +252,6 @@ def _umount(path):
 def test_read_only_workdir(ring_workdir, tmp_path):
     """Root writes through file permissions, so as root the workdir is on a tmpfs mounted
     read-only; anyone else gets a copy without write permission."""
-    import shutil
     import subprocess
 
     if os.geteuid() != 0:
@@ -291,7 +292,6 @@ NO_SPACE_LEFT = (
 def test_full_disk(ring_workdir, tmp_path):
     """As root, a tmpfs filled to its last block; where mount is refused, train.py is told by
     shutil.disk_usage that no space is free."""
-    import shutil
 
     mount = _mount_tmpfs(tmp_path / "full", size="32m", skip=False)
     if mount is None:
@@ -317,7 +317,6 @@ def test_a_disk_that_fills_during_the_run_exits_4_and_keeps_the_checkpoints(ring
     """The start-up check passes, then the disk fills while the job trains: exit 4 with the
     error on the last line and no traceback, and once there is room again the same command
     resumes from a checkpoint written before the disk filled."""
-    import shutil
     import subprocess
     import sys
     import time
@@ -400,3 +399,46 @@ def test_evaluate_rejects_bad_input(ring_workdir, tmp_path):
     for args, words in cases:
         assert_user_error(run_cli(*evaluate, *args), *words)
     assert snapshot(ring_workdir) == before
+
+
+def test_check_writable_compares_the_free_bytes_with_the_bytes_needed(tmp_path):
+    from genjax.config import ConfigError
+    from genjax.logs import check_writable
+
+    free = shutil.disk_usage(tmp_path).free
+    check_writable(tmp_path / "new" / "run", 2**20)  # room: nothing raised, nothing made
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match="MB free"):
+        check_writable(tmp_path / "run", 2 * free + 2**30)  # twice the space there is
+
+
+def test_fail_prints_one_line_on_stderr_and_exits_with_the_code(capsys):
+    from genjax import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.fail("bad value\n  for   config.x\n(see configs/)")
+    assert e.value.code == 2
+    assert capsys.readouterr().err == "error: bad value for config.x (see configs/)\n"
+
+
+def test_run_or_exit_gives_user_errors_2_and_an_interrupt_130(capsys, monkeypatch):
+    from genjax import cli
+    from genjax.config import ConfigError
+
+    for name in ("orbax", "absl", "jax._src.xla_bridge"):  # run_or_exit lowers their levels
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+
+    def raising(error):
+        def fn():
+            raise error
+
+        return fn
+
+    for error, code, line in [
+        (ConfigError("no such data set"), 2, "error: no such data set"),
+        (KeyboardInterrupt(), 130, "error: interrupted"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            cli.run_or_exit(raising(error))
+        assert e.value.code == code
+        assert capsys.readouterr().err.splitlines() == [line]

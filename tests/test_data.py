@@ -519,3 +519,12 @@ def test_resize_is_one_bicubic_resampling_of_the_centre_square():
     np.testing.assert_array_equal(resize_square(image, 16), np.asarray(expected))
     nearest = Image.fromarray(image).resize((16, 16), Image.Resampling.NEAREST, box=box)
     assert not np.array_equal(resize_square(image, 16), np.asarray(nearest))
+
+
+@pytest.mark.parametrize("next_batch", [2.5, 2.0, "2", [2], None, -1])
+def test_set_state_refuses_a_next_batch_that_is_not_a_whole_number(next_batch):
+    # A hand-edited or damaged data state is refused, not rounded to a batch.
+    iterator = host_batches(index_source(10), batch_size=4, seed=3)
+    state = iterator.get_state() | {"next_batch": next_batch}
+    config_error(iterator.set_state, state, must_mention=("next_batch",))
+    iterator.set_state(state | {"next_batch": np.int64(2)})  # integers of any kind are taken

@@ -78,3 +78,39 @@ def test_scatter_plot_draws_y_up():
     assert len(blue) and len(grey)
     assert (blue[:, 0] < 32).all() and (blue[:, 1] > 32).all()  # rows from the top: top right
     assert (grey[:, 0] > 32).all() and (grey[:, 1] < 32).all()  # bottom left
+
+
+def test_interpolation_rows_run_from_one_standard_normal_latent_to_another(monkeypatch):
+    # Each row's end points are independent N(0, I) draws: squared norms average z_dim and
+    # the two ends are uncorrelated; a line stopped short of its end (t < 1) fails both.
+    monkeypatch.setattr(sampling, "decode", lambda models, state, z, likelihood, key: z)
+    z = sampling.interpolations(None, None, jax.random.PRNGKey(2), 4000, Z_DIM, 8)
+    rows = np.asarray(z).reshape(4000, 8, Z_DIM)
+    start, end = rows[:, 0], rows[:, -1]
+    for x in (start, end):
+        assert abs(np.mean(np.sum(x**2, -1)) / Z_DIM - 1) < 0.05  # 5 standard errors
+    assert abs(np.mean(start * end)) < 0.03  # 4.6 standard errors
+
+
+def test_image_grid_puts_each_image_in_its_own_cell_row_major_on_white():
+    # 5 RGB images of 3x2 pixels, values 10..50, 3 columns, pad 1: cells by hand.
+    images = np.stack([np.full((3, 2, 3), 10 * (i + 1), np.uint8) for i in range(5)])
+    grid = np.asarray(sampling.image_grid(images, columns=3, pad=1))
+    expected = np.full((9, 10, 3), 255, np.uint8)
+    cells = [(1, 1), (1, 4), (1, 7), (5, 1), (5, 4)]  # (top, left)
+    for value, (top, left) in zip([10, 20, 30, 40, 50], cells, strict=True):
+        expected[top : top + 3, left : left + 2] = value
+    np.testing.assert_array_equal(grid, expected)
+    grey = np.asarray(sampling.image_grid(images[..., :1]))  # ceil(sqrt(5)) = 3 columns, pad 2
+    assert grey.shape == (2 * (3 + 2) + 2, 3 * (2 + 2) + 2)
+
+
+def test_scatter_plot_ignores_points_with_a_nonfinite_coordinate():
+    # A diverged generator's point [nan, 0] is left out; the finite ones are still drawn.
+    points = np.array([[1.0, 1.0], [np.nan, 0.0]])
+    image = np.asarray(sampling.scatter_plot(points, np.array([[0.0, 0.0]]), 64))
+    blue = np.argwhere(np.all(image == (31, 119, 180), axis=-1))
+    grey = np.argwhere(np.all(image == (190, 190, 190), axis=-1))
+    assert len(blue) and len(grey)
+    assert (blue[:, 0] < 32).all() and (blue[:, 1] > 32).all()
+    assert (grey[:, 0] > 32).all() and (grey[:, 1] < 32).all()
