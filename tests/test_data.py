@@ -14,7 +14,7 @@ from PIL import Image
 
 from genjax.config import ConfigError, base_config
 from genjax.data import MIXTURES, host_batches, load_source, resolve_sources
-from genjax.data.arrays import ArraySource
+from genjax.data.arrays import ArraySource, holdout_indices
 from genjax.data.pipeline import GlobalBatchIndices
 
 
@@ -528,3 +528,220 @@ def test_set_state_refuses_a_next_batch_that_is_not_a_whole_number(next_batch):
     state = iterator.get_state() | {"next_batch": next_batch}
     config_error(iterator.set_state, state, must_mention=("next_batch",))
     iterator.set_state(state | {"next_batch": np.int64(2)})  # integers of any kind are taken
+
+
+def test_array_source_refuses_arrays_of_different_lengths():
+    points = np.zeros((5, 2), np.float32)
+    with pytest.raises(ValueError, match="equally long"):
+        ArraySource({"point": points, "label": np.zeros(4, np.int32)}, "point", 2)
+
+
+def test_sources_are_read_only_and_the_callers_arrays_are_not():
+    points = np.zeros((5, 2), np.float32)
+    source = ArraySource({"point": points}, "point", None)
+    with pytest.raises(ValueError, match="read-only"):
+        source.to_arrays()["point"][0, 0] = 1.0
+    points[0, 0] = 1.0  # the caller's own array stays writable
+    with pytest.raises(ValueError, match="read-only"):
+        MIXTURES["ring8"][0][0, 0] = 5.0  # the shared module constants too
+
+
+def test_a_class_of_two_examples_holds_out_one():
+    # ceil(10% of 2) = 1: only a class of a single example stays whole in train.
+    train, test = holdout_indices(np.array([1, 0, 1, 0, 0]), 5)
+    assert test.tolist() == [2, 4] and train.tolist() == [0, 1, 3]
+
+
+def test_num_classes_counts_the_test_labels_too(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(
+        path,
+        images=numbered_images(6, (2, 2)),
+        labels=np.array([0, 1, 0, 1, 0, 1]),
+        test_images=numbered_images(3, (2, 2)),
+        test_labels=np.array([4, 0, 1]),  # class 4 only in the test split
+    )
+    assert load_source(f"npz:{path}", "train").num_classes == 5
+    assert load_source(f"npz:{path}", "test").num_classes == 5
+
+
+def test_an_empty_labelled_data_set_is_a_config_error(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, images=np.zeros((0, 2, 2), np.uint8), labels=np.zeros(0, np.int64))
+    config_error(load_source, f"npz:{path}", "train", must_mention=("no examples",))
+    np.savez(
+        path,
+        images=numbered_images(3, (2, 2)),
+        labels=np.arange(3),
+        test_images=np.zeros((0, 2, 2), np.uint8),
+        test_labels=np.zeros(0, np.int64),
+    )
+    config_error(load_source, f"npz:{path}", "test", must_mention=("no examples",))
+
+
+def test_a_data_set_too_small_for_a_holdout_is_a_config_error(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, images=numbered_images(1, (2, 2)))  # one example: nothing to hold out
+    assert len(load_source(f"npz:{path}", "train")) == 1
+    config_error(load_source, f"npz:{path}", "test", must_mention=("'test'", "too few"))
+
+
+def test_images_of_4_channels_and_boolean_labels_are_refused(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, images=np.zeros((3, 2, 2, 4), np.uint8))  # RGBA
+    config_error(load_source, f"npz:{path}", "train", must_mention=("4 channels", "1 or 3"))
+    np.savez(path, images=np.zeros((3, 2, 2), np.uint8), labels=np.zeros(3, bool))
+    config_error(load_source, f"npz:{path}", "train", must_mention=("'labels'", "bool"))
+
+
+def test_labels_are_served_as_int32_whatever_the_file_stores(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez(path, images=numbered_images(20, (2, 2)), labels=np.arange(20, dtype=np.int64) % 3)
+    source = load_source(f"npz:{path}", "train")
+    assert source.to_arrays()["label"].dtype == np.int32 and source[0]["label"].dtype == np.int32
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((20, 2, 2), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(20, dtype=np.uint8) % 3)
+    assert load_source(f"idx:{tmp_path}", "train").to_arrays()["label"].dtype == np.int32
+
+
+def test_resizing_a_native_test_split_of_non_square_images_matches_pillow(tmp_path):
+    rng = np.random.default_rng(0)
+    train, test = (rng.integers(0, 256, (n, 8, 12), np.uint8) for n in (2, 3))
+    path = tmp_path / "x.npz"
+    np.savez(path, images=train, test_images=test)
+    got = load_source(f"npz:{path}", "test", image_size=8).to_arrays()["image"]
+    box = (2, 0, 10, 8)  # the centred 8 x 8 square of a 12-wide, 8-high image
+    expected = [
+        np.asarray(Image.fromarray(im).resize((8, 8), Image.Resampling.BICUBIC, box=box))
+        for im in test
+    ]
+    assert got.shape == (3, 8, 8, 1)
+    np.testing.assert_array_equal(got[..., 0], np.stack(expected))
+
+
+@pytest.mark.parametrize(
+    "code, dtype",
+    [(0x08, ">u1"), (0x09, ">i1"), (0x0B, ">i2"), (0x0C, ">i4"), (0x0D, ">f4"), (0x0E, ">f8")],
+)
+def test_parse_idx_reads_each_idx_type_big_endian(code, dtype):
+    from genjax.data.idx import parse_idx
+
+    values = np.array([[-3, 0, 1], [2, 100, -100]]).astype(dtype)  # unsigned: wraps, still exact
+    data = bytes([0, 0, code, 2]) + struct.pack(">2I", 2, 3) + values.tobytes()
+    parsed = parse_idx(data)
+    assert parsed.dtype.isnative and parsed.shape == (2, 3)
+    np.testing.assert_array_equal(parsed, values.astype(values.dtype.newbyteorder("=")))
+
+
+def test_parse_idx_needs_both_leading_zero_bytes():
+    from genjax.data.idx import parse_idx
+
+    with pytest.raises(ValueError, match="magic"):
+        parse_idx(bytes([0, 1, 8, 1]) + struct.pack(">I", 2) + bytes(2))
+
+
+def test_train_and_test_label_files_must_agree(tmp_path):
+    images = np.zeros((10, 2, 2), np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(10, dtype=np.uint8) % 2)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", images)  # but no t10k-labels
+    config_error(load_source, f"idx:{tmp_path}", "train", must_mention=("label files",))
+    path = tmp_path / "x.npz"
+    np.savez(path, images=images, labels=np.arange(10) % 2, test_images=images)
+    config_error(load_source, f"npz:{path}", "train", must_mention=("'test_labels'",))
+
+
+def test_folder_finds_upper_case_suffixes(tmp_path):
+    save_png(tmp_path / "a.PNG", np.zeros((4, 4), np.uint8))
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "b.JPG", format="JPEG")
+    assert len(load_source(f"folder:{tmp_path}", "all")) == 2
+
+
+def test_folder_with_images_beside_its_subfolders_is_unlabelled(tmp_path):
+    for i, name in enumerate(["a/1.png", "b/1.png", "loose.png"]):
+        save_png(tmp_path / name, np.full((4, 4), i, np.uint8))
+    source = load_source(f"folder:{tmp_path}", "all")
+    assert len(source) == 3 and source.num_classes is None
+
+
+def test_folder_grey_train_and_colour_test_are_both_served_as_rgb(tmp_path):
+    save_png(tmp_path / "train" / "a" / "1.png", np.full((4, 4), 7, np.uint8))
+    save_png(tmp_path / "train" / "b" / "1.png", np.full((4, 4), 9, np.uint8))
+    save_png(tmp_path / "test" / "a" / "1.png", np.zeros((4, 4, 3), np.uint8))
+    train = load_source(f"folder:{tmp_path}", "train")
+    assert train.shape == (4, 4, 3) and load_source(f"folder:{tmp_path}", "test").shape == (4, 4, 3)
+    assert train[0]["image"].tolist() == np.full((4, 4, 3), 7).tolist()
+
+
+def test_folder_test_class_unknown_to_train_is_a_config_error(tmp_path):
+    for split, name in [("train", "a"), ("train", "b"), ("test", "a"), ("test", "c")]:
+        save_png(tmp_path / split / name / "1.png", np.zeros((4, 4), np.uint8))
+    config_error(
+        load_source, f"folder:{tmp_path}", "test", must_mention=("c/1.png", "class folder", "a, b")
+    )
+
+
+def test_folder_with_train_but_no_test_folder_is_one_data_set(tmp_path):
+    # Only train/ AND test/ make splits; train/ alone is one folder, so one unlabelled set.
+    for name in ["a", "b"]:
+        for i in range(5):
+            save_png(tmp_path / "train" / name / f"{i}.png", np.zeros((4, 4), np.uint8))
+    source = load_source(f"folder:{tmp_path}", "all")
+    assert len(source) == 10 and source.num_classes is None
+
+
+def test_tfds_image_features_must_be_uint8_and_fixed_size():
+    from genjax.data.tfds_source import image_features
+
+    fixed = {"image": tfds.features.Image(shape=(4, 6, 1))}
+    assert image_features("tfds:x", fixed, 0) == ((4, 6, 1), None)
+    deep = {"image": tfds.features.Image(shape=(4, 4, 1), dtype=np.uint16)}
+    config_error(image_features, "tfds:x", deep, 0, must_mention=("uint8",))
+    for shape in [(None, 6, 3), (4, None, 3)]:
+        varying = {"image": tfds.features.Image(shape=shape)}
+        config_error(image_features, "tfds:x", varying, 0, must_mention=("image_size",))
+        assert image_features("tfds:x", varying, 8) == ((8, 8, 3), None)
+
+
+def test_tfds_data_set_without_a_train_split_is_refused(tmp_path):
+    from test_data import write_tfds_metadata
+
+    write_tfds_metadata(tmp_path, "mnist", ("validation",))
+    policy = tfds.testing.MockPolicy.USE_FILES
+    with tfds.testing.mock_data(num_examples=4, data_dir=str(tmp_path), policy=policy):
+        config_error(
+            load_source,
+            "tfds:mnist",
+            "train",
+            data_dir=str(tmp_path),
+            must_mention=("no 'train' split", "validation"),
+        )
+
+
+def test_negative_image_size_is_refused():
+    config_error(load_source, "mnist5k", "train", image_size=-1, must_mention=("image_size",))
+
+
+def test_a_path_spec_expands_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    np.savez(tmp_path / "x.npz", images=numbered_images(10, (2, 2)))
+    assert len(load_source("npz:~/x.npz", "all")) == 10
+
+
+def test_a_named_test_source_of_another_image_shape_is_refused(tmp_path):
+    data = base_config().data
+    np.savez(tmp_path / "a.npz", images=numbered_images(10, (2, 2)))
+    np.savez(tmp_path / "b.npz", images=numbered_images(10, (3, 3)))
+    data.train, data.test = f"npz:{tmp_path / 'a.npz'}", f"npz:{tmp_path / 'b.npz'}"
+    config_error(resolve_sources, data, must_mention=("(3, 3, 1)", "(2, 2, 1)"))
+
+
+@pytest.mark.parametrize("name", ["ring8", "grid25"])
+def test_mixture_noise_is_isotropic_and_the_test_split_is_drawn_independently(name):
+    means, std = MIXTURES[name]
+    train, test = (load_source(name, s).to_arrays() for s in ("train", "test"))
+    residual = test["point"] - means[test["label"]]
+    np.testing.assert_allclose(residual.std(axis=0) / std, [1, 1], atol=0.05)
+    assert abs(np.corrcoef(residual.T)[0, 1]) < 0.05  # x and y noise independent
+    # a fresh draw, not the training stream again: its labels are not train's first 10,000
+    assert np.mean(train["label"][:10_000] == test["label"]) < 0.5
