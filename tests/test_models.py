@@ -504,6 +504,14 @@ BAD_VALUES = [
     ("model.ar_hidden", 0),
     ("model.z_dim", 0),
     ("eval.nll_k", 0),
+    ("sample_every", -1),
+    ("checkpoint_every", -1),
+    ("eval_every", -1),
+    ("seed", -1),
+    ("eval.num_samples", 0),
+    ("eval.max_test", -1),
+    ("data.num_workers", -1),
+    ("optim.decay_from", 1.5),
 ]
 GOOD_VALUES = [
     ("vae.beta", 0.0),

@@ -15,7 +15,7 @@ from conftest import ROOT, run_cli
 from genjax import objectives, sampling, steps
 from genjax.config import ConfigError
 from genjax.data import MIXTURES, load_source
-from genjax.train import Trainer, train_and_evaluate
+from genjax.train import Preemption, Trainer, check_workdir, train_and_evaluate
 
 
 def load_config(name, **overrides):
@@ -326,3 +326,61 @@ def test_each_step_of_a_chunk_draws_with_the_key_of_its_own_step():
         np.testing.assert_array_equal(state.rows[0, s], rows)
         np.testing.assert_array_equal(state.keys[0, s], jax.random.fold_in(step_key, 1))
     assert len({tuple(r) for r in np.asarray(state.rows[0])}) == 4
+
+
+def _workdir_of(tmp_path, config, checkpoint=True):
+    """A workdir trained with `config`, as check_workdir sees it: config.json + checkpoints/."""
+    (tmp_path / "checkpoints").mkdir(parents=True)
+    if checkpoint:
+        (tmp_path / "checkpoints" / "20").mkdir()
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "name, key, value",
+    [
+        ("gan_ring8", "data.train", "grid25"),  # same shapes: would resume on other data
+        ("vae_mlp_mnist", "vae.likelihood", "gaussian"),
+        ("vae_mlp_mnist", "data.image_size", 32),
+    ],
+)
+def test_a_workdir_refuses_a_config_that_differs_in_a_checkpoint_field(tmp_path, name, key, value):
+    workdir = _workdir_of(tmp_path, load_config(name))
+    check_workdir(load_config(name), workdir)  # the same config resumes
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_workdir(load_config(name, **{key: value}), workdir)
+
+
+def test_a_workdir_of_an_older_genjax_or_without_checkpoints_does_not_block(tmp_path):
+    old = json.loads(load_config("gan_ring8").to_json_best_effort())
+    del old["gan"], old["optim"]  # written before gan.pack and optim.name were recorded
+    workdir = _workdir_of(tmp_path / "a", load_config("gan_ring8"))
+    (workdir / "config.json").write_text(json.dumps(old))
+    check_workdir(load_config("gan_ring8"), workdir)
+    # another model's config.json, but an empty checkpoints/ (a run that never saved)
+    empty = _workdir_of(tmp_path / "b", load_config("vae_mlp_mnist"), checkpoint=False)
+    check_workdir(load_config("gan_ring8"), empty)
+
+
+def test_preemption_puts_back_the_sigterm_handler_it_replaced():
+    def mine(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        with Preemption():
+            assert signal.getsignal(signal.SIGTERM) is not mine
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_max_on_device_mb_is_in_mebibytes(tmp_path):
+    # mnist5k's 4,500 training images: 4500 * 28 * 28 bytes = 3.36 MiB (labels not counted)
+    config = load_config("vae_mlp_mnist")
+    config.data.max_on_device_mb = 3
+    with pytest.raises(ConfigError, match="max_on_device_mb=3"):
+        Trainer(config, tmp_path / "a")._on_device_dataset()  # what run() checks first
+    config.data.max_on_device_mb = 4
+    Trainer(config, tmp_path / "b")._on_device_dataset()  # accepted
