@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ def _silence_abandoned_reads() -> None:
     When one array of a checkpoint does not open or read, orbax's restore raises and closes its
     event loop while the other arrays' reads are still in flight; as they finish or are collected,
     Python reports each one, as an unraisable exception (`Event loop is closed`, or the read's
-    own error) or as asyncio's "Task/Future exception was never retrieved": hundreds of
+    own error), as asyncio's "Task/Future exception was never retrieved", or, for a read that
+    never started, as a RuntimeWarning that the coroutine was never awaited: hundreds of
     tracebacks on stderr around the one warning that says what happened. Only those reports
     are dropped (known by orbax's coroutines in them, or, for tensorstore's own futures, which
     carry no Python frames, by the failed step's folder in their text); any other goes on.
@@ -76,6 +78,8 @@ def _silence_abandoned_reads() -> None:
     hook.drops_abandoned_reads = True
     sys.unraisablehook = hook
     logging.getLogger("asyncio").addFilter(keep)
+    names = "|".join(_READ_COROUTINES)  # reads that never started, collected
+    warnings.filterwarnings("ignore", f"coroutine '({names})' was never awaited", RuntimeWarning)
 
 
 # An OS-level failure in a report: Python's OSError text, or tensorstore's error code

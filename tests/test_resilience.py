@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -339,6 +340,17 @@ def test_only_the_reports_of_reads_a_failed_restore_left_behind_are_dropped(monk
         future = record("Future exception was never retrieved\nfuture: <Future finished>")
         future.exc_info = (type(e), e, e.__traceback__)
         assert not asyncio_log.filter(future)
+
+
+def test_a_failed_restores_reads_that_never_started_do_not_warn(monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)  # so that it installs
+    monkeypatch.setattr(logging.getLogger("asyncio"), "filters", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checkpoint._silence_abandoned_reads()
+        for name in ("_read_array_index_and_device_put", "async_deserialize", "another"):
+            warnings.warn(f"coroutine '{name}' was never awaited", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["coroutine 'another' was never awaited"]
 
 
 def test_only_orbaxs_reports_of_a_save_the_file_system_failed_are_dropped(monkeypatch):
