@@ -704,8 +704,6 @@ def test_tfds_image_features_must_be_uint8_and_fixed_size():
 
 
 def test_tfds_data_set_without_a_train_split_is_refused(tmp_path):
-    from test_data import write_tfds_metadata
-
     write_tfds_metadata(tmp_path, "mnist", ("validation",))
     policy = tfds.testing.MockPolicy.USE_FILES
     with tfds.testing.mock_data(num_examples=4, data_dir=str(tmp_path), policy=policy):
