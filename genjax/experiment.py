@@ -129,7 +129,15 @@ def load_config(workdir) -> Any:
     except ValueError as e:
         raise config_lib.ConfigError(f"{path}: not valid JSON ({e})") from None
     config = config_lib.base_config()
-    config.update(ml_collections.ConfigDict(values))
+    try:
+        if not isinstance(values, dict):
+            kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+            raise TypeError(f"{kinds.get(type(values), 'a number')}, not an object")
+        config.update(ml_collections.ConfigDict(values))
+    except (AttributeError, TypeError, KeyError) as e:  # JSON, but not a config
+        raise config_lib.ConfigError(
+            f"{path}: not a config train.py wrote ({e}); give a workdir train.py has written"
+        ) from None
     return config
 
 
