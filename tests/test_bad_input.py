@@ -4,6 +4,7 @@ a read-only and a full workdir. Each gets one line naming the problem, exit code
 traceback, and the workdir left as it was."""
 
 import errno
+import json
 import logging
 import os
 import re
@@ -442,3 +443,84 @@ def test_run_or_exit_gives_user_errors_2_and_an_interrupt_130(capsys, monkeypatc
             cli.run_or_exit(raising(error))
         assert e.value.code == code
         assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_sample_rejects_a_stray_argument(ring_workdir, tmp_path):
+    r = run_cli("sample.py", "--workdir", ring_workdir, "--out", tmp_path / "a.npz", "extra")
+    assert_user_error(r, "extra")
+    assert not (tmp_path / "a.npz").exists()
+
+
+def test_sample_draws_64_by_default(ring_workdir, tmp_path):
+    r = run_cli("sample.py", "--workdir", ring_workdir, "--out", tmp_path / "s.npz")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert np.load(tmp_path / "s.npz")["samples"].shape == (64, 2)  # the documented default
+
+
+def test_sample_refuses_interpolate_on_2d_data(ring_workdir, tmp_path):
+    from genjax.config import ConfigError
+    from genjax.sampling import write_samples
+
+    with pytest.raises(ConfigError, match="interpolate"):
+        write_samples(ring_workdir, tmp_path / "a.npz", 8, mode="interpolate")
+    assert not (tmp_path / "a.npz").exists()
+
+
+@pytest.mark.parametrize("name", ["a.jpg", "a"])
+def test_sample_refuses_an_output_that_is_neither_png_nor_npz(tmp_path, name):
+    from genjax.config import ConfigError
+    from genjax.sampling import write_samples
+
+    # the suffix is checked before the workdir is read: no workdir needed
+    with pytest.raises(ConfigError, match="valid: .png, .npz"):
+        write_samples(tmp_path / "no-workdir", tmp_path / name)
+
+
+def test_scatter_picture_shows_samples_over_real_points(ring_workdir, tmp_path):
+    """The scatter picture has the generated points (blue) and the real data (grey)."""
+    from PIL import Image
+
+    from genjax.sampling import write_samples
+
+    out = write_samples(ring_workdir, tmp_path / "s.png", 200, mode="scatter")
+    with Image.open(out) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(p) for p in pixels}
+    assert (31, 119, 180) in colours  # generated
+    assert (190, 190, 190) in colours  # real
+
+
+def test_load_config_fills_in_keys_an_older_config_json_lacks(tmp_path):
+    """config.json of an older genjax (no gan/optim sections) gets today's defaults for them,
+    and keeps the values it has."""
+    from genjax.config import base_config
+    from genjax.experiment import load_config
+
+    old = json.loads(base_config().to_json_best_effort())
+    del old["gan"], old["optim"]
+    old["model"]["z_dim"] = 7
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    config = load_config(tmp_path)
+    assert config.model.z_dim == 7
+    assert config.gan.pack == 1 and config.optim.name == "adam"  # base_config's defaults
+
+
+def test_load_config_of_a_truncated_config_json_is_a_user_error(tmp_path):
+    from genjax.config import ConfigError
+    from genjax.experiment import load_config
+
+    (tmp_path / "config.json").write_text('{"model": {"name": ')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content", ["[]", '"x"', "null", "3", '{"model": 3}', '{"num_steps": "abc"}']
+)
+def test_load_config_of_a_config_json_that_is_json_but_no_config_is_a_user_error(tmp_path, content):
+    from genjax.config import ConfigError
+    from genjax.experiment import load_config
+
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(ConfigError, match="config.json: not a config train.py wrote"):
+        load_config(tmp_path)

@@ -1,6 +1,7 @@
 """The evaluate and classifier CLIs end to end, on tiny trained workdirs."""
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -264,3 +265,41 @@ def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
     assert set(out) == set(expected) and len(out) == 17
     assert out == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert out["precision_classifier"] != out["recall_classifier"]  # not symmetric
+
+
+def test_each_evaluation_appends_a_row_with_its_flags(ring_workdir, tmp_path):
+    workdir = tmp_path / "run"
+    shutil.copytree(ring_workdir, workdir, ignore=shutil.ignore_patterns("eval.jsonl"))
+    first, _ = evaluate(workdir, "--num_samples", "100", "--seed", "3")
+    second, _ = evaluate(workdir, "--num_samples", "120", "--seed", "4", "--max_test", "0")
+    assert eval_rows(workdir) == [first, second]  # appended, not overwritten
+    assert first["settings"] == {
+        "num_samples": 100,
+        "nll_k": 5000,  # config.eval.nll_k's default (unused by a GAN, but recorded)
+        "max_test": 0,
+        "seed": 3,
+        "test_data": "ring8 (test split)",
+    }
+    assert second["settings"]["seed"] == 4 and second["settings"]["max_test"] == 0  # 0 = all
+
+
+def test_a_nan_metric_is_written_as_json_null(ring_workdir, tmp_path, monkeypatch):
+    """reverse_kl is NaN when no sample is high quality: eval.jsonl stays strict JSON."""
+    from genjax.experiment import load_config
+    from genjax.metrics import evaluate as evaluate_lib
+
+    workdir = tmp_path / "run"
+    shutil.copytree(ring_workdir, workdir, ignore=shutil.ignore_patterns("eval.jsonl"))
+    nan_metrics = {"modes": 0.0, "hq_fraction": 0.0, "reverse_kl": float("nan")}
+    monkeypatch.setattr(evaluate_lib, "evaluate", lambda *args, **kwargs: nan_metrics)
+    evaluate_lib.evaluate_workdir(
+        workdir, load_config(workdir), num_samples=10, nll_k=1, max_test=0, seed=0,
+        inception_weights="",
+    )  # fmt: skip
+
+    def refuse(name):
+        raise AssertionError(f"{name} in eval.jsonl")
+
+    (line,) = (workdir / "eval.jsonl").read_text().splitlines()
+    row = json.loads(line, parse_constant=refuse)
+    assert row["reverse_kl"] is None and row["modes"] == 0.0

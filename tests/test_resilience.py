@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, run_cli
 
 from genjax import checkpoint
+from genjax.config import ConfigError
 from genjax.experiment import restore
 from genjax.logs import MetricWriter
 from genjax.steps import new_train_state
@@ -511,3 +512,15 @@ def test_metric_rows_are_strict_json_with_nan_and_inf_as_null(tmp_path):
         "fid": None,
         "modes": 7.0,
     }
+
+
+def test_restore_of_checkpoints_of_another_shape_is_a_user_error(ring20, tmp_path):
+    """config.json edited after training (a wider generator): sample.py and evaluate get one
+    ConfigError, not the checkpoint library's exception, and the checkpoints stay."""
+    workdir = copy_of(ring20, tmp_path)
+    config = json.loads((workdir / "config.json").read_text())
+    config["model"]["hidden"] *= 2
+    (workdir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="no checkpoint restores"):
+        restore(workdir)
+    assert checkpoint_steps(workdir) == [20]

@@ -5,9 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from genjax import experiment, sampling
-from genjax.config import base_config
+from genjax.config import ConfigError, base_config
+from genjax.data import load_source
+from genjax.experiment import restore
 
 SHAPE, Z_DIM = (8, 8, 1), 6
 
@@ -114,3 +117,53 @@ def test_scatter_plot_ignores_points_with_a_nonfinite_coordinate():
     assert len(blue) and len(grey)
     assert (blue[:, 0] < 32).all() and (blue[:, 1] > 32).all()
     assert (grey[:, 0] > 32).all() and (grey[:, 1] < 32).all()
+
+
+@pytest.fixture(scope="module")
+def vae_workdir(tmp_path_factory):
+    """The MLP VAE of configs/vae_mlp_mnist.py, small and trained for 2 steps."""
+    from configs.vae_mlp_mnist import get_config
+    from genjax.train import train_and_evaluate
+
+    c = get_config()
+    c.model.hidden, c.batch_size, c.num_steps, c.steps_per_call = 32, 16, 2, 2
+    c.log_every, c.sample_every, c.checkpoint_every = 2, 0, 2
+    workdir = tmp_path_factory.mktemp("vae") / "run"
+    train_and_evaluate(c, workdir)
+    return workdir
+
+
+def test_scatter_is_refused_for_an_image_model(vae_workdir, tmp_path):
+    with pytest.raises(ConfigError, match="scatter"):
+        sampling.write_samples(vae_workdir, tmp_path / "s.png", 4, mode="scatter")
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_reconstruct_pairs_the_first_test_images_with_reconstructions(vae_workdir, tmp_path):
+    num = 20
+    out = sampling.write_samples(vae_workdir, tmp_path / "r.npz", num, mode="reconstruct")
+    pairs = np.load(out)["samples"]
+    assert pairs.shape == (2 * num, 28, 28, 1)
+    expected = load_source("mnist5k", "test").to_arrays()["image"][:num]
+    np.testing.assert_array_equal(pairs[0::2], expected)  # originals in the even places
+    # the picture: each (image, reconstruction) pair side by side, 8 pairs a row -> 16 columns
+    # and 3 rows of 28-pixel cells with 2-pixel padding
+    out = sampling.write_samples(vae_workdir, tmp_path / "r.png", num, mode="reconstruct")
+    with Image.open(out) as image:
+        assert image.size == (16 * 30 + 2, 3 * 30 + 2)
+
+
+def test_interpolate_is_rows_of_8_steps_from_the_seed(vae_workdir, tmp_path):
+    """--num 12 -> 2 rows of 8 steps: the same as interpolations(rows=2, steps=8) (tested in
+    test_sampling.py) from PRNGKey(seed)."""
+    out = sampling.write_samples(vae_workdir, tmp_path / "i.npz", 12, seed=3, mode="interpolate")
+    run = restore(vae_workdir)
+    config = run.experiment.config
+    expected = sampling.interpolations(
+        run.experiment.models, run.state, jax.random.PRNGKey(3), rows=2,
+        z_dim=config.model.z_dim, steps=8, likelihood=config.vae.likelihood,
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.load(out)["samples"], sampling.to_uint8(expected))
+    out = sampling.write_samples(vae_workdir, tmp_path / "i.png", 12, seed=3, mode="interpolate")
+    with Image.open(out) as image:
+        assert image.size == (8 * 30 + 2, 2 * 30 + 2)
