@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -111,12 +112,15 @@ def _summary_writer_class():
     return SummaryWriter
 
 
+def json_number(value):
+    """`value`, or None for a float that is not finite: strict JSON has no literal for NaN and
+    inf (json.dumps would write NaN and Infinity)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _json_row(step: int, values: dict) -> str:
-    """One JSON object; NaN and inf become null (strict JSON has no literal for them)."""
-    row = {k: float(v) for k, v in values.items()}
-    return json.dumps(
-        {"step": int(step)} | {k: v if np.isfinite(v) else None for k, v in row.items()}
-    )
+    """One JSON object of `step` and the values as floats, NaN and inf as null."""
+    return json.dumps({"step": int(step)} | {k: json_number(float(v)) for k, v in values.items()})
 
 
 def _drop_rows_after(path: Path, step: int, keep=lambda row: False) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import numpy as np
 
 from genjax import sampling
 from genjax.data import MIXTURES
+from genjax.logs import json_number
 from genjax.metrics import classes, features, nll, toy
 
 SAMPLE_BATCH = 500  # generated samples per compiled call
@@ -177,10 +177,6 @@ def evaluate(
     return out
 
 
-def _json_number(value):
-    return value if not isinstance(value, float) or math.isfinite(value) else None
-
-
 def evaluate_workdir(workdir, config, *, num_samples, nll_k, max_test, seed, inception_weights):
     """The CLI's job: restore, evaluate, print the row and append it to workdir/eval.jsonl."""
     from genjax.experiment import restore
@@ -207,7 +203,7 @@ def evaluate_workdir(workdir, config, *, num_samples, nll_k, max_test, seed, inc
         "seed": seed,
         "test_data": config.data.test or f"{config.data.train} (test split)",
     }
-    row = {"step": int(run.step)} | {k: _json_number(v) for k, v in metrics.items()}
+    row = {"step": int(run.step)} | {k: json_number(v) for k, v in metrics.items()}
     line = json.dumps(row | {"settings": settings})
     with open(Path(workdir) / "eval.jsonl", "a") as f:
         f.write(line + "\n")
