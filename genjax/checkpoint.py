@@ -86,17 +86,17 @@ def _silence_abandoned_reads() -> None:
 _OS_ERROR = re.compile(r"\[Errno \d+\]|os_error_code=")
 
 
-def _reports_failed_write(record: logging.LogRecord) -> bool:
-    """Whether a log record is orbax's report of a save that the file system failed."""
+def _keep_unless_failed_write(record: logging.LogRecord) -> bool:
+    """False for orbax's report of a save that the file system failed (see below)."""
     if f"{os.sep}orbax{os.sep}" not in record.pathname:
-        return False
+        return True
     texts, error = [record.getMessage()], record.exc_info[1] if record.exc_info else None
     while error is not None:
         if isinstance(error, OSError):
-            return True
+            return False
         texts.append(str(error))
         error = error.__cause__ or error.__context__
-    return any(_OS_ERROR.search(text) for text in texts)
+    return not any(_OS_ERROR.search(text) for text in texts)
 
 
 def _silence_failed_writes() -> None:
@@ -105,13 +105,10 @@ def _silence_failed_writes() -> None:
     Orbax saves in background threads; when a write fails, each thread logs the error with
     its traceback (hundreds of lines), and orbax raises it as an OSError at the next save or
     wait, which train.py reports as one line (`error: I/O error: ...`, exit 4). Only those
-    reports are dropped; any other orbax log record goes on as before.
+    reports are dropped; any other orbax log record goes on as before. (The filter is one
+    module-level function, so adding it again is a no-op.)
     """
     logging.getLogger("absl").addFilter(_keep_unless_failed_write)  # orbax logs through absl
-
-
-def _keep_unless_failed_write(record: logging.LogRecord) -> bool:
-    return not _reports_failed_write(record)  # a module-level function: added once
 
 
 class Checkpoints:

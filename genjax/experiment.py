@@ -131,8 +131,7 @@ def load_config(workdir) -> Any:
     config = config_lib.base_config()
     try:
         if not isinstance(values, dict):
-            kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-            raise TypeError(f"{kinds.get(type(values), 'a number')}, not an object")
+            raise TypeError("not a JSON object")
         config.update(ml_collections.ConfigDict(values))
     except (AttributeError, TypeError, KeyError) as e:  # JSON, but not a config
         raise config_lib.ConfigError(
