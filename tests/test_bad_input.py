@@ -9,10 +9,20 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from conftest import ROOT, run_cli
+from PIL import Image
+
+from genjax import cli
+from genjax.config import ConfigError, base_config
+from genjax.experiment import load_config
+from genjax.logs import check_writable
+from genjax.sampling import write_samples
 
 
 def snapshot(directory):
@@ -182,8 +192,6 @@ def test_sample_rejects_bad_input(ring_workdir, tmp_path):
 
 
 def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
-    from PIL import Image
-
     r = run_cli("sample.py", "--workdir", ring_workdir, "--out", tmp_path / "s.png")
     assert r.returncode == 0, r.stderr[-2000:]
     with Image.open(tmp_path / "s.png") as image:
@@ -203,8 +211,7 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
     points = np.load(tmp_path / "s.npz")["samples"]
     assert points.shape == (300, 2) and points.dtype == np.float32
     assert np.isfinite(points).all()
-    from genjax.sampling import write_samples  # --seed decides the draw, and only it
-
+    # --seed decides the draw, and only it
     again = np.load(write_samples(ring_workdir, tmp_path / "again.npz", 300, seed=4))
     other = np.load(write_samples(ring_workdir, tmp_path / "other.npz", 300, seed=5))
     np.testing.assert_array_equal(again["samples"], points)
@@ -214,8 +221,6 @@ def test_sample_writes_png_and_npz(ring_workdir, tmp_path):
 def _mount_tmpfs(path, size, skip=True):
     """A small tmpfs; where mount is refused, the test skips with that reason (or, with
     skip=False, gets None)."""
-    import subprocess
-
     path.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
@@ -245,16 +250,12 @@ def _fill(path):
 
 
 def _umount(path):
-    import subprocess
-
     subprocess.run(["umount", str(path)], check=False)
 
 
 def test_read_only_workdir(ring_workdir, tmp_path):
     """Root writes through file permissions, so as root the workdir is on a tmpfs mounted
     read-only; anyone else gets a copy without write permission."""
-    import subprocess
-
     if os.geteuid() != 0:
         run = tmp_path / "ro" / "run"
         shutil.copytree(ring_workdir, run)
@@ -293,7 +294,6 @@ NO_SPACE_LEFT = (
 def test_full_disk(ring_workdir, tmp_path):
     """As root, a tmpfs filled to its last block; where mount is refused, train.py is told by
     shutil.disk_usage that no space is free."""
-
     mount = _mount_tmpfs(tmp_path / "full", size="32m", skip=False)
     if mount is None:
         run = tmp_path / "run"
@@ -318,10 +318,6 @@ def test_a_disk_that_fills_during_the_run_exits_4_and_keeps_the_checkpoints(ring
     """The start-up check passes, then the disk fills while the job trains: exit 4 with the
     error on the last line and no traceback, and once there is room again the same command
     resumes from a checkpoint written before the disk filled."""
-    import subprocess
-    import sys
-    import time
-
     mount = _mount_tmpfs(tmp_path / "filling", size="32m")
     try:
         run = mount / "run"
@@ -403,9 +399,6 @@ def test_evaluate_rejects_bad_input(ring_workdir, tmp_path):
 
 
 def test_check_writable_compares_the_free_bytes_with_the_bytes_needed(tmp_path):
-    from genjax.config import ConfigError
-    from genjax.logs import check_writable
-
     free = shutil.disk_usage(tmp_path).free
     check_writable(tmp_path / "new" / "run", 2**20)  # room: nothing raised, nothing made
     assert not (tmp_path / "new").exists()
@@ -414,8 +407,6 @@ def test_check_writable_compares_the_free_bytes_with_the_bytes_needed(tmp_path):
 
 
 def test_fail_prints_one_line_on_stderr_and_exits_with_the_code(capsys):
-    from genjax import cli
-
     with pytest.raises(SystemExit) as e:
         cli.fail("bad value\n  for   config.x\n(see configs/)")
     assert e.value.code == 2
@@ -423,9 +414,6 @@ def test_fail_prints_one_line_on_stderr_and_exits_with_the_code(capsys):
 
 
 def test_run_or_exit_gives_user_errors_2_and_an_interrupt_130(capsys, monkeypatch):
-    from genjax import cli
-    from genjax.config import ConfigError
-
     for name in ("orbax", "absl", "jax._src.xla_bridge"):  # run_or_exit lowers their levels
         monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
 
@@ -458,9 +446,6 @@ def test_sample_draws_64_by_default(ring_workdir, tmp_path):
 
 
 def test_sample_refuses_interpolate_on_2d_data(ring_workdir, tmp_path):
-    from genjax.config import ConfigError
-    from genjax.sampling import write_samples
-
     with pytest.raises(ConfigError, match="interpolate"):
         write_samples(ring_workdir, tmp_path / "a.npz", 8, mode="interpolate")
     assert not (tmp_path / "a.npz").exists()
@@ -468,9 +453,6 @@ def test_sample_refuses_interpolate_on_2d_data(ring_workdir, tmp_path):
 
 @pytest.mark.parametrize("name", ["a.jpg", "a"])
 def test_sample_refuses_an_output_that_is_neither_png_nor_npz(tmp_path, name):
-    from genjax.config import ConfigError
-    from genjax.sampling import write_samples
-
     # the suffix is checked before the workdir is read: no workdir needed
     with pytest.raises(ConfigError, match="valid: .png, .npz"):
         write_samples(tmp_path / "no-workdir", tmp_path / name)
@@ -478,10 +460,6 @@ def test_sample_refuses_an_output_that_is_neither_png_nor_npz(tmp_path, name):
 
 def test_scatter_picture_shows_samples_over_real_points(ring_workdir, tmp_path):
     """The scatter picture has the generated points (blue) and the real data (grey)."""
-    from PIL import Image
-
-    from genjax.sampling import write_samples
-
     out = write_samples(ring_workdir, tmp_path / "s.png", 200, mode="scatter")
     with Image.open(out) as image:
         pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
@@ -493,9 +471,6 @@ def test_scatter_picture_shows_samples_over_real_points(ring_workdir, tmp_path):
 def test_load_config_fills_in_keys_an_older_config_json_lacks(tmp_path):
     """config.json of an older genjax (no gan/optim sections) gets today's defaults for them,
     and keeps the values it has."""
-    from genjax.config import base_config
-    from genjax.experiment import load_config
-
     old = json.loads(base_config().to_json_best_effort())
     del old["gan"], old["optim"]
     old["model"]["z_dim"] = 7
@@ -506,9 +481,6 @@ def test_load_config_fills_in_keys_an_older_config_json_lacks(tmp_path):
 
 
 def test_load_config_of_a_truncated_config_json_is_a_user_error(tmp_path):
-    from genjax.config import ConfigError
-    from genjax.experiment import load_config
-
     (tmp_path / "config.json").write_text('{"model": {"name": ')
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(tmp_path)
@@ -518,9 +490,6 @@ def test_load_config_of_a_truncated_config_json_is_a_user_error(tmp_path):
     "content", ["[]", '"x"', "null", "3", '{"model": 3}', '{"num_steps": "abc"}']
 )
 def test_load_config_of_a_config_json_that_is_json_but_no_config_is_a_user_error(tmp_path, content):
-    from genjax.config import ConfigError
-    from genjax.experiment import load_config
-
     (tmp_path / "config.json").write_text(content)
     with pytest.raises(ConfigError, match="config.json: not a config train.py wrote"):
         load_config(tmp_path)
