@@ -63,6 +63,7 @@ import numpy as np  # noqa: E402
 from jax.extend import core as jax_core  # noqa: E402
 
 from genjax import experiment  # noqa: E402
+from genjax.backend import keep_freed_host_memory  # noqa: E402
 from genjax.config import DTYPES, validate  # noqa: E402
 from genjax.data.arrays import ArraySource  # noqa: E402
 from genjax.train import Trainer  # noqa: E402
@@ -431,6 +432,7 @@ def main(argv=None) -> list[dict]:
         print(refusal, file=sys.stderr)
         sys.exit(2)
     shape = tuple(int(d) for d in args.data_shape.split(",")) if args.data_shape else None
+    keep_freed_host_memory()  # as train.py does, for genjax and the torch reference alike
     rows, load = [], os.getloadavg()[0]
     for name in names:
         rows.append(measure(name, args, shape))

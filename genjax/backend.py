@@ -10,10 +10,18 @@ rounds), which XLA fuses into the draw, and keeps the loop for smaller ones: unr
 too added compile time to the DCGAN step and no speed (a probe outside the repo). The bits
 are identical: tests/test_backend.py checks the published known answers for both forms and
 draws against a process without this module.
+
+`keep_freed_host_memory` tunes glibc's malloc for XLA:CPU: each call of a compiled step
+allocates its temporary buffer (tens of MiB for a conv GAN) and frees it at the end. glibc
+serves blocks above 32 MiB (its largest mmap threshold) with a fresh mapping, so every call
+page-faulted the whole buffer in, zero-filled, and unmapped it again; with mmap off and the
+heap kept, the next call reuses the same pages.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from functools import partial
 
@@ -73,3 +81,23 @@ def _threefry_lowering(ctx, *args):
 def unroll_large_threefry_on_cpu() -> None:
     """Lowers jax's threefry2x32 primitive on CPU with `threefry2x32` (idempotent)."""
     mlir.register_lowering(threefry2x32_p, _threefry_lowering, platform="cpu")
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+KEEP_FREE_BYTES = 2**30  # free memory the heap keeps before it gives any back to the system
+
+
+def keep_freed_host_memory() -> bool:
+    """Makes glibc's malloc serve every block from its heap (no mmap) and keep up to
+    `KEEP_FREE_BYTES` of freed memory for reuse instead of returning it to the system.
+
+    Process-wide and speed only. train.py and the benchmarks call it; a process's memory use
+    then stays at its high-water mark (XLA:CPU's temporary buffers are reused, not remapped).
+    Returns whether it took effect (False where the C library has no glibc-style mallopt).
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_FREE_BYTES))

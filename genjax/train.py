@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from genjax import experiment as experiment_lib
 from genjax import sampling
+from genjax.backend import keep_freed_host_memory
 from genjax.checkpoint import Checkpoints
 from genjax.config import ConfigError, validate
 from genjax.data import host_batches, resolve_sources
@@ -403,5 +404,8 @@ class Trainer:
 
 
 def train_and_evaluate(config, workdir: str | Path):
-    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state."""
+    """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state.
+
+    Sets this process's malloc to reuse freed memory (`backend.keep_freed_host_memory`)."""
+    keep_freed_host_memory()
     return Trainer(config, workdir).run()
