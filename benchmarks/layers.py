@@ -4,12 +4,12 @@ python benchmarks/layers.py [--batch 64] [--calls 20]
 
 For the 4x4 stride-2 conv between 14x14x64 and 7x7x128 (the dcgan_mnist discriminator's
 second layer; its transpose is the generator's first upsampling), and for the kernel
-gradient of the one between 28x28x1 and 14x14x64 (the discriminator's first layer; its
-transpose is the generator's last), each formulation runs twice inside a lax.scan that
-consumes its result (as in a train step, where XLA:CPU compiles convs differently than at
-top level). The calls alternate, so load changes hit all of them alike; the table gives the
-median ms per application and GFLOP/s (the layer's own FLOPs, 2 * B * Ho * Wo * O * 16 * C,
-whatever the formulation computes).
+gradient and the generator's upsampling of the one between 28x28x1 and 14x14x64 (the
+discriminator's first layer; its transpose is the generator's last), each formulation
+runs twice inside a lax.scan that consumes its result (as in a train step, where XLA:CPU
+compiles convs differently than at top level). The calls alternate, so load changes hit
+all of them alike; the table gives the median ms per application and GFLOP/s (the layer's
+own FLOPs, 2 * B * Ho * Wo * O * 16 * C, whatever the formulation computes).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
+from genjax.backend import keep_freed_host_memory  # noqa: E402
 from genjax.models import layers  # noqa: E402
 
 
@@ -65,6 +66,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--calls", type=int, default=20)
     args = p.parse_args(argv)
+    keep_freed_host_memory()  # as train.py does
     b = args.batch
     keys = jax.random.split(jax.random.key(0), 4)
     x14 = jax.random.normal(keys[0], (b, 14, 14, 64))
@@ -72,7 +74,9 @@ def main(argv=None):
     x28 = jax.random.normal(keys[0], (b, 28, 28, 1))
     kernel_up = 0.02 * jax.random.normal(keys[2], (4, 4, 128, 64))
     kernel_down = 0.02 * jax.random.normal(keys[3], (4, 4, 64, 128))
+    kernel_last = 0.02 * jax.random.normal(keys[3], (4, 4, 64, 1))
     first = "first down (C=1): kernel grad"
+    last = "last up (O=1): forward"
     f2 = 2 * b * 7 * 7 * 128 * 16 * 64  # FLOPs of the layer 14x14x64 <-> 7x7x128
     f1 = 2 * b * 14 * 14 * 64 * 16 * 1  # FLOPs of the layer 28x28x1 <-> 14x14x64
     cases = [  # (layer, formulation, fn, args, the layer's FLOPs)
@@ -84,6 +88,8 @@ def main(argv=None):
         ("down: forward", "strided conv (genjax)", layers._conv_down, (x14, kernel_down), f2),
         ("up: forward", "sub-pixel conv (genjax)", layers._conv_up, (x7, kernel_up), f2),
         ("up: forward", "lax.conv_transpose", conv_transpose, (x7, kernel_up), f2),
+        (last, "sub-pixel conv", layers._conv_up, (x14, kernel_last), f1),
+        (last, "one dot, shifted sum (genjax)", layers._conv_up_by_dot, (x14, kernel_last), f1),
     ]
     calls = [in_loop(fn, *a) for _, _, fn, a, _ in cases]
     for call, (_, _, _, a, _) in zip(calls, cases, strict=True):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 from genjax.models import layers
 from genjax.models.layers import DownConv2x, UpConv2x, dcgan_init, sampled_as_matrix
@@ -99,6 +100,20 @@ def test_kernel_gradient_forms_equal_autodiff(shape):
     expected = jax.vjp(lambda k: layers._conv_down(x, k), kernel)[1](dy)[0]
     for im2col in (True, False):
         assert_close(layers._conv_down_kernel_grad(x, dy, im2col=im2col), expected)
+
+
+@pytest.mark.parametrize(
+    "shape,features", [((2, 7, 7, 3), 1), ((3, 4, 6, 2), 2), ((1, 1, 1, 4), 3)]
+)
+def test_up_conv_as_one_dot_equals_the_transposed_conv(shape, features):
+    # XLA:CPU's form for few output channels (DOT_UP_BELOW); odd, non-square and 1x1 inputs.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(4, 4, shape[-1], features)), jnp.float32)
+    expected = lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=layers._NHWC)
+    assert features < layers.DOT_UP_BELOW
+    assert_close(jax.jit(layers._conv_up_by_dot)(x, kernel), expected)
+    assert_close(jax.jit(layers._conv_up_cpu)(x, kernel), expected)
 
 
 class PlainUpConv2x(nn.Module):

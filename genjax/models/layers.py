@@ -75,9 +75,41 @@ def _conv_up(x, kernel):
     b, h, w, c = x.shape
     o = kernel.shape[-1]
     kernel = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * o)
-    y = _conv(x, kernel, ((1, 1), (1, 1))).reshape(b, h + 1, w + 1, 2, 2, o)
+    return _phases_to_space(_conv(x, kernel, ((1, 1), (1, 1))).reshape(b, h + 1, w + 1, 2, 2, o))
+
+
+def _phases_to_space(y):
+    """(B, H+1, W+1, 2, 2, O) phases at (H+1) x (W+1) places -> (B, 2H, 2W, O): phase (p, q)
+    read at offset (p, q) (depth-to-space)."""
+    b, h, w, o = y.shape[0], y.shape[1] - 1, y.shape[2] - 1, y.shape[-1]
     rows = [jnp.stack([y[:, p : p + h, q : q + w, p, q] for q in (0, 1)], 3) for p in (0, 1)]
     return jnp.stack(rows, 2).reshape(b, 2 * h, 2 * w, o)
+
+
+def _conv_up_by_dot(x, kernel):
+    """`_conv_up` as one (B H W, C) @ (C, 16 O) dot and a shifted sum.
+
+    The dot gives every input place's products with all 2x2 taps (a, b) of all 4 phases;
+    the 2x2 conv's output at place m is the sum over taps of the products of input place
+    m + a - 1, so the sum adds four shifted slices. The same products and sums as the conv.
+    """
+    b, h, w, c = x.shape
+    o = kernel.shape[-1]
+    # (tap row, phase row, tap col, phase col, c, o) -> (c, tap row, tap col, phase, phase, o)
+    matrix = kernel.reshape(2, 2, 2, 2, c, o).transpose(4, 0, 2, 1, 3, 5).reshape(c, 16 * o)
+    z = (x.reshape(-1, c) @ matrix).reshape(b, h, w, 2, 2, 2, 2, o)
+    z = jnp.pad(z, ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * 5)
+    taps = [z[:, a : a + h + 1, t : t + w + 1, a, t] for a in (0, 1) for t in (0, 1)]
+    return _phases_to_space(sum(taps[1:], taps[0]))
+
+
+# Up convs to fewer output channels run as `_conv_up_by_dot` on XLA:CPU: the sub-pixel conv's
+# 4 O output channels are too few for a fast conv there (benchmarks/layers.py, O = 1).
+DOT_UP_BELOW = 4
+
+
+def _conv_up_cpu(x, kernel):
+    return (_conv_up_by_dot if kernel.shape[-1] < DOT_UP_BELOW else _conv_up)(x, kernel)
 
 
 # Kernel gradients of layers with fewer input channels are one im2col dot, others 16 per-tap dots.
@@ -113,7 +145,7 @@ def _down_cpu(x, kernel):
 
 @jax.custom_vjp
 def _up_cpu(x, kernel):
-    return _conv_up(x, kernel)
+    return _conv_up_cpu(x, kernel)
 
 
 def _down_bwd(residuals, dy):  # the stride-2 conv's adjoint is the transposed conv
@@ -128,7 +160,7 @@ def _up_bwd(residuals, dy):  # up(., k) is the adjoint of down(., flip_io(k))
 
 
 _down_cpu.defvjp(lambda x, kernel: (_conv_down(x, kernel), (x, kernel)), _down_bwd)
-_up_cpu.defvjp(lambda x, kernel: (_conv_up(x, kernel), (x, kernel)), _up_bwd)
+_up_cpu.defvjp(lambda x, kernel: (_conv_up_cpu(x, kernel), (x, kernel)), _up_bwd)
 
 
 def _explicit_gradients() -> bool:
@@ -153,7 +185,7 @@ def upsample2x(x, kernel):
 
     Exactly `lax.conv_transpose(x, kernel, (2, 2), 'SAME')`, with no stride-2 transposed conv,
     whose kernel gradient XLA:CPU runs slowly; on XLA:CPU with gradients written out, as in
-    `downsample2x`.
+    `downsample2x`, and to fewer than `DOT_UP_BELOW` channels as one dot (`_conv_up_by_dot`).
     """
     return (_up_cpu if _explicit_gradients() else _conv_up)(x, kernel)
 
