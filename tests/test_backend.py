@@ -1,5 +1,6 @@
 """genjax.backend: the CPU lowering of Threefry (unrolled for large draws) gives jax's bits."""
 
+import platform
 import subprocess
 import sys
 from functools import partial
@@ -93,7 +94,7 @@ print(min(faults_per_call() for _ in range(4)))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux) only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_host_memory_is_reused_instead_of_faulted_in_on_every_call():
     """XLA:CPU frees each call's temporary buffer: by default glibc maps a block that large
     afresh every call and page-faults all of it in; after keep_freed_host_memory the pages
