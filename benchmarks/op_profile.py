@@ -4,19 +4,19 @@ python benchmarks/op_profile.py [--config NAME] [--calls N] [--top K] [--trace_d
 
 Runs the compiled call that benchmarks/throughput.py times (train.py's own chunk, with the
 config's steps_per_call) --calls times under jax.profiler and splits each call's wall time
-among the compiled program's ops (XLA's thunks) that run at each moment: an op runs from
-its start to its "end:" event (convolutions and dots in a library finish asynchronously,
-after their start event), and a stretch of time in which k ops run counts 1/k to each, so
-the shares add up to the wall time. Time in which no op runs (dispatch, waiting) is
-"(none)". Printed per training step (a call's time over its steps): ms by kind of op
-(conv: a convolution; dot; library fusion: ops XLA:CPU hands to a library such as YNNPACK,
-with any elementwise ops fused into them; loop fusion: XLA's own fused elementwise and
-reduction loops), then the --top ops with their result shape and the jax op they come from.
-Only ops of the compiled program count: the trace's other events (Python, the executor's
-own) are left out. Caveats: tracing costs time per op, so a step of many small ops takes
-longer here than in throughput.py (read the shares); a loop fusion that XLA splits across
-threads ends when its last part has run, so a part that waits for a thread busy with a
-library op counts that wait to the fusion.
+among the compiled program's ops (XLA's thunks) that run at each moment: an op runs for its
+trace event, except convolutions and dots, which XLA:CPU hands to Eigen's thread pool and
+which run from their (short) start event to their "end:" event; a stretch of time in which k
+ops run counts 1/k to each, so the shares add up to the wall time. Time in which no op runs
+(dispatch, waiting) is "(none)". Printed per training step (a call's time over its steps):
+ms by kind of op (conv: a convolution; dot; library fusion: ops XLA:CPU hands to a library
+such as YNNPACK, with any elementwise ops fused into them; loop fusion: XLA's own fused
+elementwise and reduction loops), then the --top ops with their result shape and the jax op
+they come from. Only ops of the compiled program count: the trace's other events (Python,
+the executor's own) are left out. Caveats: tracing costs time per op, so a step of many
+small ops takes longer here than in throughput.py (read the shares); other ops' "end:"
+events are the executor's bookkeeping, which can come long after the op ran (so they are not
+used); an Eigen op's "end:" event can be late in the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from genjax.backend import keep_freed_host_memory  # noqa: E402
 CALL = "op_profile_call"  # the trace annotation around each timed call
 END = "end: "
 CONTAINERS = ("while", "conditional", "call")  # ops that run other ops
+ASYNC = ("conv", "dot")  # kinds of op that run on after their start event
 # an HLO instruction: %name = shape opcode(operands) ... op_name="..."
 INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(\S+) = (.+?) ([\w-]+)\((.*)$")
 OP_NAME = re.compile(r'op_name="([^"]+)"')
@@ -69,9 +70,9 @@ def hlo_ops(hlo_text: str) -> dict:
 
 def op_spans(events: list, ops: dict, start: float, stop: float) -> list:
     """(start, end, name) of every run of an op of `ops` that starts in [start, stop), in
-    microseconds. A run ends at its own event's end or at the next "end:" event of its name,
-    whichever is later (an op in a loop body runs once per iteration). Ops that hold others
-    (a loop, a branch, a call) are left out: their time is their ops' time."""
+    microseconds. A run ends at its own event's end or, for the ASYNC kinds, at the next
+    "end:" event of its name if that is later (an op in a loop body runs once per iteration).
+    Ops that hold others (a loop, a branch, a call) are left out: their time is their ops'."""
     inside = sorted((e for e in events if start <= e["ts"] < stop), key=lambda e: e["ts"])
     open_runs = collections.defaultdict(collections.deque)
     spans = []
@@ -81,7 +82,8 @@ def op_spans(events: list, ops: dict, start: float, stop: float) -> list:
             i = open_runs[name[len(END) :]].popleft()
             spans[i] = (spans[i][0], max(spans[i][1], e["ts"] + e["dur"]), spans[i][2])
         elif name in ops and ops[name][0] not in CONTAINERS:
-            open_runs[name].append(len(spans))
+            if ops[name][0] in ASYNC:
+                open_runs[name].append(len(spans))
             spans.append((e["ts"], e["ts"] + e["dur"], name))
     return spans
 

@@ -19,7 +19,7 @@ def test_wall_time_is_split_among_the_ops_running_and_adds_up():
     assert sum(share.values()) == pytest.approx(9.0)
 
 
-def test_a_run_ends_at_its_own_end_event_and_containers_are_left_out():
+def test_an_async_run_ends_at_its_end_event_others_at_their_own_and_containers_are_out():
     ops = {"dot.1": ("dot", "f32[2]", ""), "while.1": ("while", "", ""), "f.1": ("loop", "", "")}
 
     def event(name, ts, dur=0.5):
@@ -32,6 +32,7 @@ def test_a_run_ends_at_its_own_end_event_and_containers_are_left_out():
         event("dot.1", 5.0),
         event("f.1", 6.0, 1.0),
         event("end: dot.1", 9.0, 0.0),
+        event("end: f.1", 12.0, 0.0),  # bookkeeping after the op ran: not its end
         event("Python", 2.0, 10.0),  # not an op of the program
         event("dot.1", 30.0),  # after the window
     ]
