@@ -15,8 +15,9 @@ draws against a process without this module.
 allocates its temporary buffer (tens of MiB for a conv GAN) and frees it at the end. glibc
 serves blocks above 32 MiB (its largest mmap threshold) with a fresh mapping, so every call
 page-faulted the whole buffer in, zero-filled, and unmapped it again; with mmap off and the
-heap kept, the next call reuses the same pages (measured for buffers up to about 64 MiB; a
-96 MiB one was still faulted in every call).
+heap kept, the next call reuses the same pages (tests/test_backend.py counts the faults).
+Larger buffers can still get a fresh mapping on every call (seen in a probe outside the
+repo).
 """
 
 from __future__ import annotations
@@ -95,10 +96,9 @@ def keep_freed_host_memory() -> bool:
 
     Process-wide and speed only. train.py and the benchmarks call it; a process's memory use
     then stays at its high-water mark (XLA:CPU's temporary buffers are reused, not remapped).
-    Returns whether it took effect (False where the C library has no glibc-style mallopt).
+    Returns whether it took effect (False where the C library is not glibc).
     """
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    mallopt = getattr(libc, "mallopt", None)
-    if mallopt is None or not hasattr(libc, "gnu_get_libc_version"):
+    if not hasattr(libc, "gnu_get_libc_version"):  # not glibc (musl's mallopt does nothing)
         return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_FREE_BYTES))
+    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREE_BYTES))

@@ -128,15 +128,19 @@ def load_config(workdir) -> Any:
         values = json.loads(path.read_text())
     except ValueError as e:
         raise config_lib.ConfigError(f"{path}: not valid JSON ({e})") from None
+
+    def not_a_config(reason) -> config_lib.ConfigError:  # JSON, but not a config
+        return config_lib.ConfigError(
+            f"{path}: not a config train.py wrote ({reason}); give a workdir train.py has written"
+        )
+
+    if not isinstance(values, dict):
+        raise not_a_config("not a JSON object")
     config = config_lib.base_config()
     try:
-        if not isinstance(values, dict):
-            raise TypeError("not a JSON object")
         config.update(ml_collections.ConfigDict(values))
-    except (AttributeError, TypeError, KeyError) as e:  # JSON, but not a config
-        raise config_lib.ConfigError(
-            f"{path}: not a config train.py wrote ({e}); give a workdir train.py has written"
-        ) from None
+    except (AttributeError, TypeError, KeyError) as e:
+        raise not_a_config(e) from None
     return config
 
 

@@ -74,8 +74,14 @@ def _conv_up(x, kernel):
     """
     b, h, w, c = x.shape
     o = kernel.shape[-1]
-    kernel = kernel.reshape(2, 2, 2, 2, c, o).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * o)
+    kernel = _taps_by_phase(kernel).transpose(0, 2, 4, 1, 3, 5).reshape(2, 2, c, 4 * o)
     return _phases_to_space(_conv(x, kernel, ((1, 1), (1, 1))).reshape(b, h + 1, w + 1, 2, 2, o))
+
+
+def _taps_by_phase(kernel):
+    """(4, 4, C, O) -> (2, 2, 2, 2, C, O) indexed (a, p, t, q, c, o): kernel row 2a + p, column
+    2t + q, i.e. tap (a, t) of the 2x2 window of output phase (p, q)."""
+    return kernel.reshape(2, 2, 2, 2, *kernel.shape[2:])
 
 
 def _phases_to_space(y):
@@ -95,8 +101,8 @@ def _conv_up_by_dot(x, kernel):
     """
     b, h, w, c = x.shape
     o = kernel.shape[-1]
-    # (tap row, phase row, tap col, phase col, c, o) -> (c, tap row, tap col, phase, phase, o)
-    matrix = kernel.reshape(2, 2, 2, 2, c, o).transpose(4, 0, 2, 1, 3, 5).reshape(c, 16 * o)
+    # -> (c, tap row, tap col, phase row, phase col, o)
+    matrix = _taps_by_phase(kernel).transpose(4, 0, 2, 1, 3, 5).reshape(c, 16 * o)
     z = (x.reshape(-1, c) @ matrix).reshape(b, h, w, 2, 2, 2, 2, o)
     z = jnp.pad(z, ((0, 0), (1, 1), (1, 1)) + ((0, 0),) * 5)
     taps = [z[:, a : a + h + 1, t : t + w + 1, a, t] for a in (0, 1) for t in (0, 1)]
