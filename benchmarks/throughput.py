@@ -24,6 +24,11 @@ per-device program's count times N; the peak matmul, timed on one device, times 
 examples/s is.
 `matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on CPU, 'tf32' on
 GPUs that have it (JAX's default precision; the torch reference is set to match).
+With --torch, `torch_flops_per_step` is torch's own count of its step (torch.utils.flop_counter:
+convolutions and matmuls, forward and backward, nothing elementwise: the least work of these
+layers) and `torch_mfu` its rate over the same peak, so 1.5x PyTorch at the same work needs
+an MFU of 1.5 x torch_mfu x (flops_per_step / torch_flops_per_step) or more.
+`processor` is the host CPU's model name (also under the table).
 Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
 With steps_per_call K > 1 the same step compiled one per call is timed in alternation too:
 `one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms, what K steps per call save
@@ -49,6 +54,7 @@ import importlib
 import json
 import math
 import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -208,6 +214,17 @@ def peak_matmul(dtype: str):
     return lambda: matmul(a).block_until_ready(), 2 * n**3
 
 
+def processor_name() -> str:
+    """The host CPU's model name (Linux's /proc/cpuinfo, else platform.processor()), or ''."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def torch_refusal() -> str | None:
     """Why --torch cannot give a fair comparison here (one line), or None if it can."""
     if jax.device_count() > 1:
@@ -303,6 +320,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         "data_shape": "x".join(map(str, next(iter(arrays.values())).shape[1:])),
         "devices": devices,
         "matmul_precision": matmul_precision(),
+        "processor": processor_name(),
         "compile_s": compile_s,
         "step_ms": 1e3 * step_s,
         "examples_per_s": config.batch_size / step_s,
@@ -317,10 +335,15 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         row["one_step_ms"] = 1e3 * statistics.median(seconds["one_step"])
         row["steps_per_call_gain"] = row["one_step_ms"] / row["step_ms"]
     if "torch" in seconds:
+        from benchmarks.torch_reference import count_flops
+
         torch_step_s = statistics.median(seconds["torch"]) / k
         row["torch_threads"] = sys.modules["torch"].get_num_threads()
         row["torch_examples_per_s"] = config.batch_size / torch_step_s
         row["speedup_vs_torch"] = torch_step_s / step_s
+        # torch's count (convs and matmuls only) of one more call, made after the timing
+        row["torch_flops_per_step"] = count_flops(calls["torch"]) / k
+        row["torch_mfu"] = row["torch_flops_per_step"] / torch_step_s / peak if peak else None
     if args.loop:
         median_rate, mean_rate = loop_rate(config, data_shape, args.quick)
         # the call timed again right after the loop: on a shared machine the speed drifts
@@ -347,6 +370,7 @@ COLUMNS = [  # (header, key, format)
     ("GFLOP/s", "flops_per_s", "{:.3g}", 1e-9),
     ("MFU", "mfu", "{:.1%}"),
     ("torch ex/s", "torch_examples_per_s", "{:,.0f}"),
+    ("torch MFU", "torch_mfu", "{:.1%}"),
     ("vs torch", "speedup_vs_torch", "{:.2f}x"),
     ("train.py steps/s", "loop_steps_per_s", "{:,.0f}"),
     ("train.py / call", "loop_fraction", "{:.0%}"),
@@ -376,7 +400,8 @@ def markdown(rows: list[dict], load: tuple[float, float]) -> str:
                 value = value * scale[0]
             cells.append(("n/a" if key in r else "") if value is None else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
-    device = f"{jax.devices()[0].device_kind} x{jax.device_count()}, {os.cpu_count()} CPUs"
+    device = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
+    device += f", host {os.cpu_count()} CPUs ({processor_name() or 'model unknown'})"
     note = f"1-min load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
     lines += ["", f"{device}; jax {jax.__version__}; {note}"]
     precisions = sorted({r["matmul_precision"] for r in rows if "matmul_precision" in r})

@@ -167,6 +167,16 @@ def build(config, shape):
     return encoder, decoder
 
 
+def networks(config, shape):
+    """(generator, discriminator) or (encoder, decoder) as the step trains them: with PacGAN
+    packing (gan.pack m > 1) the discriminator sees m examples stacked along the channels."""
+    first, second = build(config, shape)
+    m = config.gan.pack
+    if m > 1:
+        second = build(config, (*shape[:-1], m * shape[-1]))[1]
+    return first, second
+
+
 GAN_LOSSES = {  # (discriminator loss, generator loss) from logits, as genjax.objectives
     "nonsaturating": (
         lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
@@ -213,14 +223,10 @@ def make_call(
     raw = torch.from_numpy(np.array(arrays[kind])).to(device)  # a writable copy
     shape = tuple(raw.shape[1:])
     data = raw.permute(0, 3, 1, 2).contiguous() if kind == "image" else raw
-    first, second = build(config, shape)
-    m = config.gan.pack
-    if m > 1:  # the discriminator sees packs of m examples along the channel axis
-        second = build(config, (*shape[:-1], m * shape[-1]))[1]
-    first, second = first.to(device).train(), second.to(device).train()
+    first, second = (net.to(device).train() for net in networks(config, shape))
     compute_dtype = getattr(torch, config.dtype)  # genjax.config.DTYPES are torch names too
     autocast = torch.autocast(device.split(":")[0], compute_dtype, compute_dtype != torch.float32)
-    b = config.batch_size
+    b, m = config.batch_size, config.gan.pack
     is_gan = config.model.name in ("dcgan", "gan_mlp", "toy_mlp")
     ar = bool(config.model.ar_kernel)
     if is_gan:
@@ -285,3 +291,15 @@ def make_call(
             torch.cuda.synchronize()
 
     return call
+
+
+def count_flops(call) -> int:
+    """FLOPs of one `call()` by torch's own counter (torch.utils.flop_counter): the
+    convolutions and matmuls of the forward and backward passes; elementwise work (norms,
+    activations, losses, Adam) is not counted, so the work any implementation of the same
+    layers must do at least, with no FLOPs wasted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        call()
+    return counter.get_total_flops()

@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 KEYS = (  # the issue's keys, then bytes, steps_per_call's gain and the loop's
     "config",
@@ -38,7 +38,8 @@ TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
 @pytest.fixture(scope="module")
 def one_device_run(tmp_path_factory):
-    """(the row, the markdown table) of a quick gan_ring8 run with train.py's loop."""
+    """(the row, the markdown table) of a quick gan_ring8 run with train.py's loop and the
+    PyTorch reference."""
     tmp_path = tmp_path_factory.mktemp("throughput")
     out = tmp_path / "rows.json"
     table = tmp_path / "table.md"
@@ -47,6 +48,7 @@ def one_device_run(tmp_path_factory):
         "--config=gan_ring8",
         "--quick",
         "--loop",
+        "--torch",
         f"--json={out}",
         f"--markdown={table}",
     )
@@ -75,7 +77,14 @@ def test_throughput_json_and_table(one_device_run):
     lines = table.splitlines()
     assert lines[0].startswith("| config |") and "GB/step" in lines[0]
     assert lines[2].startswith("| gan_ring8 | 2 | 256 | float32 | 50 |")
-    assert "torch" not in lines[0]  # no --torch, no torch columns
+    torch_step_s = row["batch"] / row["torch_examples_per_s"]
+    assert math.isclose(row["speedup_vs_torch"], torch_step_s / step_s, rel_tol=1e-9)
+    torch_flops_per_s = row["torch_flops_per_step"] / torch_step_s
+    assert math.isclose(row["torch_mfu"], torch_flops_per_s / row["peak_flops_per_s"])
+    # torch's own count of the same step: its matmuls only, so a little below XLA's
+    assert 0.8 * row["flops_per_step"] < row["torch_flops_per_step"] <= row["flops_per_step"]
+    assert "| torch ex/s | torch MFU | vs torch |" in lines[0]
+    assert isinstance(row["processor"], str)
     assert "float32 matmuls and convolutions: IEEE float32" in lines
     assert "n/a" not in table  # on CPU, without loops, every count is made
 
@@ -148,3 +157,24 @@ def test_rows_are_written_as_measured(tmp_path, monkeypatch):
     lines = table.read_text().splitlines()
     assert lines[0] == "| config | batch | GFLOP/step |"
     assert lines[2] == "| gan_ring8 | 256 | n/a |"  # a count XLA could not make
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in ROOT.glob("configs/[!_]*.py")))
+def test_the_torch_reference_trains_networks_of_genjax_shapes(name):
+    """Each of the two networks PyTorch times holds parameter tensors of the same sizes as
+    genjax's (BatchNorm's running statistics aside, state in both), so the ratio compares
+    like with like."""
+    pytest.importorskip("torch")
+    from benchmarks import throughput, torch_reference
+
+    config = throughput.load_config(name, throughput.parse_args([]))
+    experiment = throughput.trainer_for(config, None).experiment
+    state = jax.eval_shape(experiment.init_state, jax.random.PRNGKey(0))
+    if experiment.family == "gan":
+        ours = state.g_params, state.d_params
+    else:
+        ours = state.params["encoder"], state.params["decoder"]
+    theirs = torch_reference.networks(config, experiment.data_shape)
+    for tree, net in zip(ours, theirs, strict=True):
+        sizes = sorted(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+        assert sizes == sorted(p.numel() for p in net.parameters()), net
