@@ -26,6 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
+from benchmarks.throughput import machine  # noqa: E402
 from genjax.backend import keep_freed_host_memory  # noqa: E402
 from genjax.models import layers  # noqa: E402
 
@@ -104,7 +105,7 @@ def main(argv=None):
     for (layer, name, _, _, flops), times in zip(cases, seconds, strict=True):
         ms = 1e3 * statistics.median(times)
         print(f"| {layer} | {name} | {ms:.2f} | {flops / ms / 1e6:.0f} |")
-    print(f"\n{jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print(f"\n{machine()}; jax {jax.__version__}")
 
 
 if __name__ == "__main__":

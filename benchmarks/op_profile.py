@@ -35,7 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from benchmarks.throughput import CONFIGS, compiled_chunk, load_config, trainer_for  # noqa: E402
+from benchmarks.throughput import (  # noqa: E402
+    CONFIGS,
+    compiled_chunk,
+    load_config,
+    machine,
+    trainer_for,
+)
 from genjax.backend import keep_freed_host_memory  # noqa: E402
 
 CALL = "op_profile_call"  # the trace annotation around each timed call
@@ -162,7 +168,7 @@ def markdown(name: str, ms: dict, ops: dict, top: int, k: int) -> str:
         kind, shape, source = ops.get(op, (op, "", ""))
         source = source.removeprefix("jit(chunk)/").replace("while/body/closed_call/", "")
         lines.append(f"| {op} | {kind} | {shape} | {t:.3g} | {source} |")
-    return "\n".join(lines) + f"\n\n{jax.devices()[0].device_kind}, jax {jax.__version__}\n"
+    return "\n".join(lines) + f"\n\n{machine()}; jax {jax.__version__}\n"
 
 
 def main(argv=None) -> dict:

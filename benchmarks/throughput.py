@@ -225,6 +225,12 @@ def processor_name() -> str:
     return platform.processor()
 
 
+def machine() -> str:
+    """The devices and the host a run measures on, for the line under a table."""
+    devices = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
+    return f"{devices}, host {os.cpu_count()} CPUs ({processor_name() or 'model unknown'})"
+
+
 def torch_refusal() -> str | None:
     """Why --torch cannot give a fair comparison here (one line), or None if it can."""
     if jax.device_count() > 1:
@@ -400,8 +406,7 @@ def markdown(rows: list[dict], load: tuple[float, float]) -> str:
                 value = value * scale[0]
             cells.append(("n/a" if key in r else "") if value is None else fmt.format(value))
         lines.append("| " + " | ".join(cells) + " |")
-    device = f"{jax.devices()[0].device_kind} x{jax.device_count()}"
-    device += f", host {os.cpu_count()} CPUs ({processor_name() or 'model unknown'})"
+    device = machine()
     note = f"1-min load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
     lines += ["", f"{device}; jax {jax.__version__}; {note}"]
     precisions = sorted({r["matmul_precision"] for r in rows if "matmul_precision" in r})
