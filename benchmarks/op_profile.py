@@ -37,10 +37,10 @@ import jax  # noqa: E402
 
 from benchmarks.throughput import (  # noqa: E402
     CONFIGS,
-    compiled_chunk,
     load_config,
     machine,
-    trainer_for,
+    parse_args,
+    ready_call,
 )
 from genjax.backend import keep_freed_host_memory  # noqa: E402
 
@@ -127,11 +127,8 @@ def read_trace(trace_dir: str) -> list:
 
 def profile(name: str, calls: int, trace_dir: str) -> tuple[dict, dict, int]:
     """({op: ms per step}, hlo ops, steps per call) of `calls` calls of config `name`."""
-    args = argparse.Namespace(batch=None, steps_per_call=None, dtype=None, host_data=False)
-    config = load_config(name, args)
-    trainer = trainer_for(config, None)
-    state = trainer.parallel.replicate(trainer.initial_state())
-    call, data, key, _ = compiled_chunk(trainer, config.steps_per_call, state)
+    config = load_config(name, parse_args([]))
+    _, state, call, data, key, _ = ready_call(config, None)
     ops = hlo_ops(call.as_text())
     for _ in range(2):  # warm-up
         state, metrics = call(state, data, key)

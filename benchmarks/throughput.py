@@ -123,6 +123,14 @@ def compiled_chunk(trainer: Trainer, length: int, state):
     return compiled, data, key, time.perf_counter() - start
 
 
+def ready_call(config, data_shape: tuple | None):
+    """(trainer, its initial state replicated, compiled call of config.steps_per_call steps,
+    the call's data, train key, compile seconds): what every benchmark here times."""
+    trainer = trainer_for(config, data_shape)
+    state = trainer.parallel.replicate(trainer.initial_state())
+    return trainer, state, *compiled_chunk(trainer, config.steps_per_call, state)
+
+
 def positive(value) -> float | None:
     """`value` if it is a positive finite number, else None (a count XLA could not make)."""
     return float(value) if value is not None and 0 < float(value) < math.inf else None
@@ -278,10 +286,8 @@ def loop_rate(config, data_shape: tuple | None, quick: bool) -> tuple[float, flo
 def measure(name: str, args, data_shape: tuple | None) -> dict:
     """One config's row: compile time, steady-state step time, FLOPs, MFU (and torch)."""
     config = load_config(name, args)
-    trainer = trainer_for(config, data_shape)
+    trainer, state, call, data, key, compile_s = ready_call(config, data_shape)
     k = config.steps_per_call
-    state = trainer.parallel.replicate(trainer.initial_state())
-    call, data, key, compile_s = compiled_chunk(trainer, k, state)
     one_step, one_step_data = (call, data) if k == 1 else compiled_chunk(trainer, 1, state)[:2]
     # Per step: the 1-step call's counts, per device, times the devices (examples/s is global)
     devices = trainer.parallel.num_devices
