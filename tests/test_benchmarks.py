@@ -85,6 +85,8 @@ def test_throughput_json_and_table(one_device_run):
     assert 0.8 * row["flops_per_step"] < row["torch_flops_per_step"] <= row["flops_per_step"]
     assert "| torch ex/s | torch MFU | vs torch |" in lines[0]
     assert isinstance(row["processor"], str)
+    (machine,) = [line for line in lines if line.startswith("cpu x1, host ")]
+    assert f"({row['processor'] or 'model unknown'})" in machine
     assert "float32 matmuls and convolutions: IEEE float32" in lines
     assert "n/a" not in table  # on CPU, without loops, every count is made
 
