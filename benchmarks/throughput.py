@@ -25,9 +25,9 @@ examples/s is.
 `matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on CPU, 'tf32' on
 GPUs that have it (JAX's default precision; the torch reference is set to match).
 With --torch, `torch_flops_per_step` is torch's own count of its step (torch.utils.flop_counter:
-convolutions and matmuls, forward and backward, nothing elementwise: the least work of these
-layers) and `torch_mfu` its rate over the same peak, so 1.5x PyTorch at the same work needs
-an MFU of 1.5 x torch_mfu x (flops_per_step / torch_flops_per_step) or more.
+convolutions and matmuls, forward and backward, nothing elementwise: the work of these layers
+computed directly) and `torch_mfu` its rate over the same peak, so 1.5x PyTorch at the same
+work needs an MFU of 1.5 x torch_mfu x (flops_per_step / torch_flops_per_step) or more.
 `processor` is the host CPU's model name (also under the table).
 Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
 With steps_per_call K > 1 the same step compiled one per call is timed in alternation too:

@@ -296,8 +296,8 @@ def make_call(
 def count_flops(call) -> int:
     """FLOPs of one `call()` by torch's own counter (torch.utils.flop_counter): the
     convolutions and matmuls of the forward and backward passes; elementwise work (norms,
-    activations, losses, Adam) is not counted, so the work any implementation of the same
-    layers must do at least, with no FLOPs wasted."""
+    activations, losses, Adam) is not counted: the work of these layers computed directly
+    (no Winograd or FFT convolutions), with nothing wasted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter:
