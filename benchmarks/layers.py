@@ -9,7 +9,9 @@ discriminator's first layer; its transpose is the generator's last), each formul
 runs twice inside a lax.scan that consumes its result (as in a train step, where XLA:CPU
 compiles convs differently than at top level). The calls alternate, so load changes hit
 all of them alike; the table gives the median ms per application and GFLOP/s (the layer's
-own FLOPs, 2 * B * Ho * Wo * O * 16 * C, whatever the formulation computes).
+own FLOPs, 2 * B * Ho * Wo * O * 16 * C, whatever the formulation computes). Last, the VAE's
+per-pixel Bernoulli log-likelihood and its gradient for a batch of 28x28x1 images, on the
+images' shape and on one row per example (genjax.objectives.as_rows; no FLOP count).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
 from benchmarks.throughput import machine  # noqa: E402
+from genjax import objectives  # noqa: E402
 from genjax.backend import keep_freed_host_memory  # noqa: E402
 from genjax.models import layers  # noqa: E402
 
@@ -50,6 +53,16 @@ def kernel_grad_autodiff(x, dy):
 def conv_transpose(x, kernel):
     """flax's ConvTranspose: lax.conv_transpose, stride 2, 'SAME'."""
     return lax.conv_transpose(x, kernel, (2, 2), "SAME", dimension_numbers=layers._NHWC)
+
+
+def likelihood_on_images(logits, x):
+    """d/d logits of sum(x l - softplus(l)), computed on the (B, H, W, 1) arrays."""
+    return jax.grad(lambda y: jnp.sum(x * y - jax.nn.softplus(y)))(logits)
+
+
+def likelihood_on_rows(logits, x):
+    """The same through genjax.objectives.bernoulli_log_likelihood, on (B, H W) rows."""
+    return jax.grad(lambda y: jnp.sum(objectives.bernoulli_log_likelihood(y, x)))(logits)
 
 
 def in_loop(fn, *args):
@@ -78,6 +91,8 @@ def main(argv=None):
     kernel_last = 0.02 * jax.random.normal(keys[3], (4, 4, 64, 1))
     first = "first down (C=1): kernel grad"
     last = "last up (O=1): forward"
+    pixels = "Bernoulli likelihood: gradient"
+    binary = (jax.random.uniform(keys[1], x28.shape) < 0.5).astype(x28.dtype)
     f2 = 2 * b * 7 * 7 * 128 * 16 * 64  # FLOPs of the layer 14x14x64 <-> 7x7x128
     f1 = 2 * b * 14 * 14 * 64 * 16 * 1  # FLOPs of the layer 28x28x1 <-> 14x14x64
     cases = [  # (layer, formulation, fn, args, the layer's FLOPs)
@@ -91,6 +106,8 @@ def main(argv=None):
         ("up: forward", "lax.conv_transpose", conv_transpose, (x7, kernel_up), f2),
         (last, "sub-pixel conv", layers._conv_up, (x14, kernel_last), f1),
         (last, "one dot, shifted sum (genjax)", layers._conv_up_by_dot, (x14, kernel_last), f1),
+        (pixels, "on (B, 28, 28, 1)", likelihood_on_images, (x28, binary), None),
+        (pixels, "on rows (B, 784) (genjax)", likelihood_on_rows, (x28, binary), None),
     ]
     calls = [in_loop(fn, *a) for _, _, fn, a, _ in cases]
     for call, (_, _, _, a, _) in zip(calls, cases, strict=True):
@@ -104,7 +121,8 @@ def main(argv=None):
     print(f"| layer (batch {b}) | formulation | ms | GFLOP/s |\n|---|---|---|---|")
     for (layer, name, _, _, flops), times in zip(cases, seconds, strict=True):
         ms = 1e3 * statistics.median(times)
-        print(f"| {layer} | {name} | {ms:.2f} | {flops / ms / 1e6:.0f} |")
+        rate = "n/a" if flops is None else f"{flops / ms / 1e6:.0f}"
+        print(f"| {layer} | {name} | {ms:.2f} | {rate} |")
     print(f"\n{machine()}; jax {jax.__version__}")
 
 
