@@ -50,6 +50,7 @@ in full. With --quick the loop logs every 4 calls and samples and checkpoints ev
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import math
@@ -222,6 +223,7 @@ def peak_matmul(dtype: str):
     return lambda: matmul(a).block_until_ready(), 2 * n**3
 
 
+@functools.cache  # read once per process, not per row and table written
 def processor_name() -> str:
     """The host CPU's model name (Linux's /proc/cpuinfo, else platform.processor()), or ''."""
     try:
