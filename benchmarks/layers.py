@@ -2,16 +2,17 @@
 
 python benchmarks/layers.py [--batch 64] [--calls 20]
 
-For the 4x4 stride-2 conv between 14x14x64 and 7x7x128 (the dcgan_mnist discriminator's
-second layer; its transpose is the generator's first upsampling), and for the kernel
-gradient and the generator's upsampling of the one between 28x28x1 and 14x14x64 (the
-discriminator's first layer; its transpose is the generator's last), each formulation
-runs twice inside a lax.scan that consumes its result (as in a train step, where XLA:CPU
-compiles convs differently than at top level). The calls alternate, so load changes hit
-all of them alike; the table gives the median ms per application and GFLOP/s (the layer's
-own FLOPs, 2 * B * Ho * Wo * O * 16 * C, whatever the formulation computes). Last, the VAE's
-per-pixel Bernoulli log-likelihood and its gradient for a batch of 28x28x1 images, on the
-images' shape and on one row per example (genjax.objectives.as_rows; no FLOP count).
+For the 4x4 stride-2 conv between 14x14x64 and 7x7x128 (the dcgan_mnist discriminator's second
+layer; its transpose is the generator's first upsampling), and for the kernel gradient and the
+generator's upsampling of the one between 28x28x1 and 14x14x64 (the discriminator's first layer;
+its transpose is the generator's last), each formulation runs twice inside a lax.scan that
+consumes its result (as in a train step, where XLA:CPU compiles convs differently than at top
+level). The calls alternate, so load changes hit all of them alike, and each timed call follows
+an untimed one of its own (throughput.settled); the table gives the median ms per application
+and GFLOP/s (the layer's own FLOPs, 2 * B * Ho * Wo * O * 16 * C, whatever the formulation
+computes). Last, the VAE's per-pixel Bernoulli log-likelihood and its gradient for a batch of
+28x28x1 images, on the images' shape and on one row per example (genjax.objectives.as_rows; no
+FLOP count).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,7 +28,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
-from benchmarks.throughput import machine  # noqa: E402
+from benchmarks.throughput import machine, settled  # noqa: E402
 from genjax import objectives  # noqa: E402
 from genjax.backend import keep_freed_host_memory  # noqa: E402
 from genjax.models import layers  # noqa: E402
@@ -115,9 +115,8 @@ def main(argv=None):
     seconds = [[] for _ in cases]
     for _ in range(args.calls):
         for call, (_, _, _, a, _), times in zip(calls, cases, seconds, strict=True):
-            start = time.perf_counter()
-            call(*a).block_until_ready()
-            times.append((time.perf_counter() - start) / 2)
+            _, second = settled(lambda call=call, a=a: call(*a).block_until_ready())
+            times.append(second / 2)
     print(f"| layer (batch {b}) | formulation | ms | GFLOP/s |\n|---|---|---|---|")
     for (layer, name, _, _, flops), times in zip(cases, seconds, strict=True):
         ms = 1e3 * statistics.median(times)

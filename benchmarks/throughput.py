@@ -6,22 +6,23 @@ python benchmarks/throughput.py --config all [--batch B] [--steps_per_call K] [-
 
 Per config (configs/NAME.py) the call timed is genjax.train.Trainer's own compiled chunk
 (guarded step, make_chunk with the config's data path, DataParallel.compile), on the config's
-embedded data set or on random data of --data_shape. Steady-state time is the
-median of --calls timed calls after --warmup, each ending in block_until_ready; with --torch
-the PyTorch eager reference (benchmarks/torch_reference.py) is timed in alternation with it,
-as is the peak (a large matmul in the same dtype), so ratios hold under a changing machine
-load. FLOPs per step: XLA's generic cost analysis of the 1-step call's lowered (unoptimised)
-module with every lax.scan unrolled, so that the n_critic updates all count (XLA counts a loop
-body once, compiled or not), run by the CPU client on every backend: after optimisation, GPU
-matmuls and convolutions are cuBLAS/cuDNN custom calls that the analysis counts as nothing.
-On CPU it agrees closely with the compiled call's count in float32 and is a little below it
-in bfloat16 (the compiled count adds the bfloat16 <-> float32 converts XLA:CPU inserts). Bytes
-accessed per step: the compiled 1-step call's count on CPU (the operands and results of every
-op after fusion, i.e. the memory traffic if no cache kept anything between ops; FLOPs / bytes
-is the step's arithmetic intensity); None (n/a) on other backends, where custom calls are left
-out, and for a step with a loop. FLOPs, bytes, FLOP/s and the peak are for all N devices (the
-per-device program's count times N; the peak matmul, timed on one device, times N), as
-examples/s is.
+embedded data set or on random data of --data_shape. Steady-state time is the median of --calls
+timed calls after --warmup, each ending in block_until_ready; with --torch the PyTorch eager
+reference (benchmarks/torch_reference.py) is timed in alternation with it, as is the peak (a
+large matmul in the same dtype), so ratios hold under a changing machine load. Each timed call
+follows an untimed call of the same kind (`settled`), so that it runs back to back with its own
+kind as in a training loop, not in the wake of another's. FLOPs per step: XLA's generic cost
+analysis of the 1-step call's lowered (unoptimised) module with every lax.scan unrolled, so that
+the n_critic updates all count (XLA counts a loop body once, compiled or not), run by the CPU
+client on every backend: after optimisation, GPU matmuls and convolutions are cuBLAS/cuDNN
+custom calls that the analysis counts as nothing. On CPU it agrees closely with the compiled
+call's count in float32 and is a little below it in bfloat16 (the compiled count adds the
+bfloat16 <-> float32 converts XLA:CPU inserts). Bytes accessed per step: the compiled 1-step
+call's count on CPU (the operands and results of every op after fusion, i.e. the memory traffic
+if no cache kept anything between ops; FLOPs / bytes is the step's arithmetic intensity); None
+(n/a) on other backends, where custom calls are left out, and for a step with a loop. FLOPs,
+bytes, FLOP/s and the peak are for all N devices (the per-device program's count times N; the
+peak matmul, timed on one device, times N), as examples/s is.
 `matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on CPU, 'tf32' on
 GPUs that have it (JAX's default precision; the torch reference is set to match).
 With --torch, `torch_flops_per_step` is torch's own count of its step (torch.utils.flop_counter:
@@ -34,15 +35,16 @@ With steps_per_call K > 1 the same step compiled one per call is timed in altern
 `one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms, what K steps per call save
 in dispatch and host round trips.
 
---loop also runs train.py's whole loop (Trainer.run, the config's own log, sample and
-checkpoint intervals) in a temporary workdir for checkpoint_every + 2 * log_every steps, and
-reports its steady-state rate: the median of metrics.jsonl's steps_per_sec after the first
-log interval (which holds compilation), as `loop_steps_per_s`, and that over the timed
-call's rate as `loop_fraction` (the call's time here is the median over the timed calls
-before the loop and as many again right after it); `loop_fraction_mean` uses all the
-steps after the first interval instead of the median, so sample and checkpoint stalls count
-in full. With --quick the loop logs every 4 calls and samples and checkpoints every 8 instead
-(a check that it runs, not a measurement).
+--loop also runs train.py's whole loop (Trainer.run, the config's own log, sample and checkpoint
+intervals) in a temporary workdir for checkpoint_every + 2 * log_every steps, --loop_runs times,
+each run followed by --calls more timed calls, and reports its steady-state rate: the median of
+metrics.jsonl's steps_per_sec after the first log interval (which holds compilation), as
+`loop_steps_per_s`, and that over the timed call's rate as `loop_fraction` (the call's time for
+a run is the median over the timed calls just before it and just after it; both are medians over
+the runs, and `loop_fractions` lists each run's); `loop_fraction_mean` uses all the steps after
+the first interval instead of the median, so sample and checkpoint stalls count in full. With
+--quick the loop logs every 4 calls and samples and checkpoints every 8 instead (a check that it
+runs, not a measurement).
 --host_data sets data.on_device=False: batches come from the grain pipeline on the host
 (the timed call reuses one such batch; the loop reads them as train.py does).
 """
@@ -212,6 +214,16 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def settled(fn) -> tuple[float, float]:
+    """Seconds of two calls of `fn` back to back: (the first, the second, the one that counts).
+
+    The first follows another kind of call (another library's, or the peak's 48 MiB matmul),
+    whose threads may still be spinning and whose data has left this one's out of the caches;
+    the second runs as a training loop's calls do, after its own kind. How much slower the
+    first was is in the JSON (`unsettled_slowdown`, `torch_unsettled_slowdown`)."""
+    return timed(fn), timed(fn)
+
+
 def peak_matmul(dtype: str):
     """(call, its FLOPs): a large n x n matmul in `dtype` on the default device, waited for.
 
@@ -285,6 +297,29 @@ def loop_rate(config, data_shape: tuple | None, quick: bool) -> tuple[float, flo
     return statistics.median(rates), sum(steps) / seconds
 
 
+def loop_fractions(args, config, data_shape, call, before: list) -> dict:
+    """train.py's loop run --loop_runs times, each between two blocks of --calls timed calls:
+    each run's rate over the call's (median of the blocks on either side of it), and the
+    medians of those over the runs. On this project's CPU machine the speed drifts by tens
+    of percent within seconds, so one run against one block was as likely off by 30% as not
+    (sessions 11 and 12)."""
+    k = config.steps_per_call
+    runs = []
+    for _ in range(args.loop_runs):
+        median_rate, mean_rate = loop_rate(config, data_shape, args.quick)
+        after = [settled(call)[1] for _ in range(args.calls)]
+        call_s = statistics.median(before + after) / k
+        runs.append((median_rate, median_rate * call_s, mean_rate * call_s))
+        before = after
+    rates, fractions, means = zip(*runs, strict=True)
+    return {
+        "loop_steps_per_s": statistics.median(rates),
+        "loop_fraction": statistics.median(fractions),
+        "loop_fraction_mean": statistics.median(means),
+        "loop_fractions": list(fractions),
+    }
+
+
 def measure(name: str, args, data_shape: tuple | None) -> dict:
     """One config's row: compile time, steady-state step time, FLOPs, MFU (and torch)."""
     config = load_config(name, args)
@@ -320,9 +355,12 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         for fn in calls.values():
             fn()
     seconds = {label: [] for label in calls}
+    unsettled = {label: [] for label in calls}
     for _ in range(args.calls):  # in turn, so that load changes hit all of them alike
         for label, fn in calls.items():
-            seconds[label].append(timed(fn))
+            first, second = settled(fn)
+            unsettled[label].append(first)
+            seconds[label].append(second)
     step_s = statistics.median(seconds["genjax"]) / k
     peak = positive(devices * matmul_flops / statistics.median(seconds["peak"]))  # all devices
     flops_per_s = flops and flops / step_s
@@ -344,6 +382,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         "peak_flops_per_s": peak,
         "mfu": flops_per_s / peak if flops_per_s and peak else None,
         "spread": (max(seconds["genjax"]) - min(seconds["genjax"])) / k / step_s,
+        "unsettled_slowdown": statistics.median(unsettled["genjax"]) / k / step_s,
     }
     if "one_step" in seconds:
         row["one_step_ms"] = 1e3 * statistics.median(seconds["one_step"])
@@ -355,17 +394,12 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         row["torch_threads"] = sys.modules["torch"].get_num_threads()
         row["torch_examples_per_s"] = config.batch_size / torch_step_s
         row["speedup_vs_torch"] = torch_step_s / step_s
+        row["torch_unsettled_slowdown"] = statistics.median(unsettled["torch"]) / k / torch_step_s
         # torch's count (convs and matmuls only) of one more call, made after the timing
         row["torch_flops_per_step"] = count_flops(calls["torch"]) / k
         row["torch_mfu"] = row["torch_flops_per_step"] / torch_step_s / peak if peak else None
     if args.loop:
-        median_rate, mean_rate = loop_rate(config, data_shape, args.quick)
-        # the call timed again right after the loop: on a shared machine the speed drifts
-        after = [timed(calls["genjax"]) for _ in range(args.calls)]
-        call_s = statistics.median(seconds["genjax"] + after) / k
-        row["loop_steps_per_s"] = median_rate
-        row["loop_fraction"] = median_rate * call_s
-        row["loop_fraction_mean"] = mean_rate * call_s
+        row.update(loop_fractions(args, config, data_shape, calls["genjax"], seconds["genjax"]))
     return row
 
 
@@ -440,15 +474,20 @@ def parse_args(argv=None):
     p.add_argument("--torch", action="store_true", help="time the PyTorch eager reference too")
     p.add_argument("--torch_threads", type=int, default=0, help="0 = this machine's cores")
     p.add_argument("--loop", action="store_true", help="also time train.py's loop (see above)")
+    p.add_argument("--loop_runs", type=int, help="train.py loops to run (default 3, 1 if --quick)")
     p.add_argument("--host_data", action="store_true", help="data.on_device=False (grain)")
     p.add_argument("--calls", type=int, default=20, help="timed calls (median)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after compiling")
-    p.add_argument("--quick", action="store_true", help="3 calls, 1 warm-up, short loop")
+    p.add_argument("--quick", action="store_true", help="3 calls, 1 warm-up, 1 short loop")
     p.add_argument("--json", help="write the rows here (a list of objects)")
     p.add_argument("--markdown", help="write the table here")
     args = p.parse_args(argv)
     if args.quick:
         args.calls, args.warmup = 3, 1
+    if args.loop_runs is None:
+        args.loop_runs = 1 if args.quick else 3
+    if args.loop_runs < 1:
+        p.error(f"--loop_runs={args.loop_runs}; valid: 1 or more")
     return args
 
 

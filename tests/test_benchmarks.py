@@ -32,6 +32,8 @@ KEYS = (  # the issue's keys, then bytes, steps_per_call's gain and the loop's
     "loop_steps_per_s",
     "loop_fraction",
     "loop_fraction_mean",
+    "unsettled_slowdown",
+    "torch_unsettled_slowdown",
 )
 TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 
@@ -72,6 +74,7 @@ def test_throughput_json_and_table(one_device_run):
     assert math.isclose(row["mfu"], row["flops_per_s"] / row["peak_flops_per_s"], rel_tol=1e-9)
     gain = row["one_step_ms"] / row["step_ms"]
     assert math.isclose(row["steps_per_call_gain"], gain, rel_tol=1e-9)
+    assert row["loop_fractions"] == [row["loop_fraction"]]  # --quick: one loop run
     # per step (about 0.4 GFLOP), not per 50-step call (about 2e10)
     assert 1e8 < row["flops_per_step"] < 1e10
     lines = table.splitlines()
@@ -89,6 +92,43 @@ def test_throughput_json_and_table(one_device_run):
     assert f"({row['processor'] or 'model unknown'})" in machine
     assert "float32 matmuls and convolutions: IEEE float32" in lines
     assert "n/a" not in table  # on CPU, without loops, every count is made
+
+
+def test_the_call_that_counts_is_the_second_of_two_back_to_back(monkeypatch):
+    """settled times two calls in a row and returns both, the first (after another kind of
+    call) apart from the second (after its own kind), which is the one the table uses."""
+    from benchmarks import throughput
+
+    clock = iter([0.0, 5.0, 5.0, 6.0])  # the first call takes 5 s, the second 1 s
+    monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
+    calls = []
+    assert throughput.settled(lambda: calls.append(1)) == (5.0, 1.0)
+    assert len(calls) == 2
+
+
+def test_each_loop_run_is_set_against_the_calls_on_either_side(monkeypatch):
+    """--loop_runs 2: loop, calls, loop, calls; run r against the calls before and after it."""
+    from benchmarks import throughput
+
+    rates = iter([(100.0, 90.0), (50.0, 40.0)])  # (median, mean) steps/s of the two runs
+    monkeypatch.setattr(throughput, "loop_rate", lambda *_: next(rates))
+    seconds = iter([0.02, 0.02, 0.04, 0.04])  # two blocks of two calls after the runs
+    monkeypatch.setattr(throughput, "settled", lambda call: (None, next(seconds)))
+    args = throughput.parse_args(["--calls=2", "--loop_runs=2"])
+    config = throughput.load_config("gan_ring8", args)
+    config.steps_per_call = 2
+    out = throughput.loop_fractions(args, config, None, None, before=[0.02, 0.02])
+    # run 1: 100 steps/s against 0.01 s per step; run 2: 50 against the median of 0.01 and 0.02
+    assert out["loop_fractions"] == pytest.approx([1.0, 50 * 0.015])
+    assert out["loop_fraction"] == pytest.approx((1.0 + 0.75) / 2)
+    assert out["loop_fraction_mean"] == pytest.approx((0.9 + 40 * 0.015) / 2)
+    assert out["loop_steps_per_s"] == 75.0
+
+
+def test_bad_loop_runs_is_refused():
+    r = run_cli("benchmarks/throughput.py", "--config=gan_ring8", "--loop", "--loop_runs=0")
+    assert r.returncode == 2
+    assert "--loop_runs=0; valid: 1 or more" in r.stderr.strip().splitlines()[-1]
 
 
 def test_torch_refused_on_several_devices():
