@@ -1,7 +1,7 @@
 """Training throughput of the compiled call train.py runs: ms/step, examples/s, FLOPs and MFU.
 
 python benchmarks/throughput.py --config all [--batch B] [--steps_per_call K] [--dtype D]
-    [--data_shape 64,64,3] [--torch [--torch_threads N]] [--loop] [--host_data]
+    [--data_shape 64,64,3] [--torch [--torch_threads N]] [--loop [--loop_runs N]] [--host_data]
     [--json FILE] [--markdown FILE] [--quick]
 
 Per config (configs/NAME.py) the call timed is genjax.train.Trainer's own compiled chunk
@@ -215,7 +215,7 @@ def timed(fn) -> float:
 
 
 def settled(fn) -> tuple[float, float]:
-    """Seconds of two calls of `fn` back to back: (the first, the second, the one that counts).
+    """Seconds of two calls of `fn` back to back, (first, second): the second is what counts.
 
     The first follows another kind of call (another library's, or the peak's 48 MiB matmul),
     whose threads may still be spinning and whose data has left this one's out of the caches;
@@ -301,8 +301,8 @@ def loop_fractions(args, config, data_shape, call, before: list) -> dict:
     """train.py's loop run --loop_runs times, each between two blocks of --calls timed calls:
     each run's rate over the call's (median of the blocks on either side of it), and the
     medians of those over the runs. On this project's CPU machine the speed drifts by tens
-    of percent within seconds, so one run against one block was as likely off by 30% as not
-    (sessions 11 and 12)."""
+    of percent within seconds: single runs against one block read 66% to 158% for gan_ring8
+    in one session (README)."""
     k = config.steps_per_call
     runs = []
     for _ in range(args.loop_runs):
