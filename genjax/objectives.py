@@ -29,7 +29,7 @@ def as_rows(*arrays):
     """Each (B, ...) array as (B, D), one row per example: the per-pixel terms of an image
     likelihood are computed on rows. XLA:CPU's loop fusions vectorise along the last axis, and
     a (B, H, W, 1) image's channel axis of 1 left them scalar, several times slower per pixel
-    (measured, jax 0.10.2); the values are the same."""
+    (jax 0.10.2; `python benchmarks/layers.py`, its likelihood rows); the values are the same."""
     return tuple(a.reshape(a.shape[0], -1) for a in arrays)
 
 

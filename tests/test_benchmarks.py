@@ -113,11 +113,11 @@ def test_each_loop_run_is_set_against_the_calls_on_either_side(monkeypatch):
     rates = iter([(100.0, 90.0), (50.0, 40.0)])  # (median, mean) steps/s of the two runs
     monkeypatch.setattr(throughput, "loop_rate", lambda *_: next(rates))
     seconds = iter([0.02, 0.02, 0.04, 0.04])  # two blocks of two calls after the runs
-    monkeypatch.setattr(throughput, "settled", lambda call: (None, next(seconds)))
+    monkeypatch.setattr(throughput, "timed", lambda call: next(seconds))
     args = throughput.parse_args(["--calls=2", "--loop_runs=2"])
     config = throughput.load_config("gan_ring8", args)
     config.steps_per_call = 2
-    out = throughput.loop_fractions(args, config, None, None, before=[0.02, 0.02])
+    out = throughput.loop_fractions(args, config, None, lambda: None, before=[0.02, 0.02])
     # run 1: 100 steps/s against 0.01 s per step; run 2: 50 against the median of 0.01 and 0.02
     assert out["loop_fractions"] == pytest.approx([1.0, 50 * 0.015])
     assert out["loop_fraction"] == pytest.approx((1.0 + 0.75) / 2)
