@@ -395,6 +395,74 @@ def test_resolve_sources(tmp_path):
     config_error(resolve_sources, data, must_mention=("ring8", "point"))
 
 
+def digits_config(tmp_path, test_spec):
+    """config.data training on a labelled npz of 5x4 digits, tested on `test_spec`."""
+    images, labels = random_digits(30, 7)
+    np.savez(tmp_path / "train.npz", images=images, labels=labels)
+    data = base_config().data
+    data.train, data.test = f"npz:{tmp_path / 'train.npz'}", test_spec
+    return data
+
+
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_an_idx_folder_of_only_t10k_files_is_a_test_source(tmp_path, suffix):
+    images, labels = random_digits(12, 5)
+    folder = tmp_path / "t10k"
+    folder.mkdir()
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", images)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", labels)
+    _, test = resolve_sources(digits_config(tmp_path, f"idx:{folder}"))
+    arrays = test.to_arrays()
+    np.testing.assert_array_equal(arrays["image"], images[..., None])
+    np.testing.assert_array_equal(arrays["label"], labels)
+    assert test.num_classes == 1 + labels.max() and len(test) == 12
+    for split in ("test", "all"):
+        served = load_source(f"idx:{folder}", split).to_arrays()
+        np.testing.assert_array_equal(served["image"], images[..., None])
+        np.testing.assert_array_equal(served["label"], labels)
+
+
+def test_an_idx_folder_of_only_t10k_files_is_no_training_source(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte", random_digits(12, 5)[0])
+    data = base_config().data
+    data.train = f"idx:{tmp_path}"
+    config_error(
+        resolve_sources, data, must_mention=("train-images-idx3-ubyte", str(tmp_path), "t10k")
+    )
+    config_error(load_source, data.train, "train", must_mention=("train-images-idx3-ubyte",))
+
+
+def test_an_empty_idx_folder_is_no_test_source(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    config_error(
+        resolve_sources,
+        digits_config(tmp_path, f"idx:{folder}"),
+        must_mention=("train-images-idx3-ubyte", "t10k-images-idx3-ubyte", str(folder)),
+    )
+
+
+def test_an_npz_of_only_test_images_is_a_test_source_only(tmp_path):
+    images, labels = random_digits(9, 4)
+    path = tmp_path / "t.npz"
+    np.savez(path, test_images=images, test_labels=labels)
+    _, test = resolve_sources(digits_config(tmp_path, f"npz:{path}"))
+    np.testing.assert_array_equal(test.to_arrays()["image"], images[..., None])
+    np.testing.assert_array_equal(test.to_arrays()["label"], labels)
+    config_error(load_source, f"npz:{path}", "train", must_mention=("'images'", "test_images"))
+
+
+def test_a_folder_of_only_test_images_is_a_test_source_only(tmp_path):
+    for c, name in enumerate(["a", "b"]):
+        for i in range(3):
+            save_png(tmp_path / "test" / name / f"{i}.png", np.full((5, 4), 10 * c + i, np.uint8))
+    test = load_source(f"folder:{tmp_path}", "test")
+    assert test.num_classes == 2 and test.to_arrays()["label"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert test.to_arrays()["image"][:, 0, 0, 0].tolist() == [0, 1, 2, 10, 11, 12]
+    assert len(load_source(f"folder:{tmp_path}", "all")) == 6
+    config_error(load_source, f"folder:{tmp_path}", "train", must_mention=("train/", "test/"))
+
+
 # --- host_batches -----------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """The Source interface, and the array-backed source that every in-memory data set shares.
 
 A source's 'train'/'test'/'all' splits come from an `ArraySplits`: the native test split where
-the data set has one, else a deterministic holdout of the last 10% of each class.
+the data set has one, else a deterministic holdout of the last 10% of each class. A data set of
+only a test split (e.g. a folder of t10k files) serves 'test' and 'all', and refuses 'train'.
 """
 
 from __future__ import annotations
@@ -150,24 +151,31 @@ def image_split(
 
 @dataclasses.dataclass(frozen=True)
 class ArraySplits:
-    """An in-memory data set: its train arrays, native test arrays (or None), and metadata."""
+    """An in-memory data set: its train arrays, native test arrays (or None), and metadata.
+
+    `train` is None for a data set of only a test split; `missing_train` then says, for the
+    ConfigError of a 'train' request, what is missing (e.g. which file).
+    """
 
     spec: str
     kind: str
-    train: dict[str, np.ndarray]
+    train: dict[str, np.ndarray] | None
     test: dict[str, np.ndarray] | None
     num_classes: int | None
     image_size: int = 0
+    missing_train: str = ""
 
     def __post_init__(self):
-        """Refuses an empty data set, an empty native test split, or one whose examples are
-        shaped unlike the training examples (a model trained on one fits only that shape)."""
+        """Refuses a data set with no split, an empty split, or a test split whose examples
+        are shaped unlike the training examples (a model trained on one fits only that shape)."""
+        if self.train is None and self.test is None:
+            raise data_error(self.spec, self.missing_train or "it has no train or test split")
         for name, arrays in (("train", self.train), ("test", self.test)):
             if arrays is not None and not len(arrays[self.kind]):
                 raise data_error(
                     self.spec, f"the {name} data has no examples; give a non-empty one"
                 )
-        if self.test is not None:
+        if self.train is not None and self.test is not None:
             train_shape = self.train[self.kind].shape[1:]
             test_shape = self.test[self.kind].shape[1:]
             if test_shape != train_shape:
@@ -197,6 +205,12 @@ class ArraySplits:
 
     def _split_arrays(self, split: str) -> dict[str, np.ndarray]:
         """The arrays of one split, before resizing."""
+        if self.train is None:  # only a test split: it is 'test' and 'all'; 'train' is refused
+            if split == "train":
+                raise data_error(
+                    self.spec, self.missing_train or "it has only a test split, no train split"
+                )
+            return self.test
         if split == "all":
             return self.train if self.test is None else _concat(self.train, self.test)
         if self.test is not None:

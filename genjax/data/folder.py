@@ -2,7 +2,9 @@
 
 DIR/CLASS/.../x.png is labelled with the index of CLASS among the sorted class folder names
 (labels only when every image lies in a class folder, and there are at least two). If DIR
-has both train/ and test/ folders, they are the splits (test/ uses train/'s class names).
+has both train/ and test/ folders, they are the splits (test/ uses train/'s class names). If
+all its images lie in test/ and there is no train/, it is a data set of only a test split (a
+test source; asking it for training data is a ConfigError).
 """
 
 from __future__ import annotations
@@ -116,11 +118,21 @@ def _match_channels(train: dict, test: dict) -> None:
 
 
 def load_folder(spec: str, path: str, image_size: int = 0) -> ArraySplits:
-    """folder:DIR, with train/ and test/ subfolders as native splits when both exist."""
+    """folder:DIR, with train/ and test/ subfolders as native splits when both exist (test/
+    alone, holding every image, is a data set of only a test split)."""
     root = pathlib.Path(path)
     if not root.is_dir():
         raise data_error(spec, f"no such folder {path!r}; folder:DIR names a folder of images")
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
+    if not has_splits and _only_test_folder(root):
+        classes = class_names(list_images(root / "test"))
+        test = read_split(spec, root / "test", classes, image_size)
+        missing_train = (
+            f"no train/ folder in {path!r}, only test/; its images serve only as a test source "
+            "(--config.data.test)"
+        )
+        num_classes = len(classes) if classes is not None else None
+        return ArraySplits(spec, "image", None, test, num_classes, image_size, missing_train)
     train_root = root / "train" if has_splits else root
     classes = class_names(list_images(train_root))
     train = read_split(spec, train_root, classes, image_size)
@@ -136,3 +148,9 @@ def load_folder(spec: str, path: str, image_size: int = 0) -> ArraySplits:
             )
     num_classes = len(classes) if classes is not None else None
     return ArraySplits(spec, "image", train, test, num_classes, image_size)
+
+
+def _only_test_folder(root: pathlib.Path) -> bool:
+    """Whether root has images, all of them in its test/ folder."""
+    files = list_images(root)
+    return bool(files) and all(len(f.parts) > 1 and f.parts[0] == "test" for f in files)

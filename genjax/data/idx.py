@@ -62,25 +62,35 @@ def find_idx_file(root: str, role: str) -> str | None:
 
 
 def load_idx_dir(spec: str, root: str, image_size: int = 0) -> ArraySplits:
-    """idx:DIR: train-images (+ optional train-labels); t10k files, if any, are the test split."""
+    """idx:DIR: train-images (+ optional train-labels); t10k files, if any, are the test split.
+
+    A folder of only t10k files is a data set of only a test split: it serves as a test source
+    (--config.data.test), and asking it for training data is a ConfigError naming the missing
+    train-images file.
+    """
     if not os.path.isdir(root):
         raise data_error(spec, f"no such folder {root!r}; idx:DIR names a folder of IDX files")
     paths = {role: find_idx_file(root, role) for role in IDX_STEMS}
-    if paths["train_images"] is None:
+    missing_train = f"no train-images-idx3-ubyte[.gz] (or train-images.idx3-ubyte) in {root!r}"
+    if paths["train_images"] is None and paths["test_images"] is None:
         raise data_error(
-            spec, f"no train-images-idx3-ubyte[.gz] (or train-images.idx3-ubyte) in {root!r}"
+            spec, f"{missing_train}, and no t10k-images-idx3-ubyte[.gz] for a test split"
         )
-    labelled = paths["train_labels"] is not None
-    train = _read_split(spec, paths["train_images"], paths["train_labels"])
-    test = None
+    train = test = None
+    if paths["train_images"] is not None:
+        train = _read_split(spec, paths["train_images"], paths["train_labels"])
     if paths["test_images"] is not None:
-        if labelled != (paths["test_labels"] is not None):
-            raise data_error(
-                spec, "train and t10k files disagree on labels: give both label files or neither"
-            )
         test = _read_split(spec, paths["test_images"], paths["test_labels"])
-    num_classes = count_classes(spec, train.get("label"), test.get("label") if test else None)
-    return ArraySplits(spec, "image", train, test, num_classes, image_size)
+    if train is not None and test is not None and ("label" in train) != ("label" in test):
+        raise data_error(
+            spec, "train and t10k files disagree on labels: give both label files or neither"
+        )
+    labels = (split.get("label") for split in (train, test) if split is not None)
+    num_classes = count_classes(spec, *labels)
+    if train is not None:
+        return ArraySplits(spec, "image", train, test, num_classes, image_size)
+    missing_train += "; its t10k files serve only as a test source (--config.data.test)"
+    return ArraySplits(spec, "image", None, test, num_classes, image_size, missing_train)
 
 
 def _read_split(spec: str, images_path: str, labels_path: str | None) -> dict[str, np.ndarray]:

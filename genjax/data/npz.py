@@ -14,7 +14,11 @@ NPZ_KEYS = "images (N, H, W) or (N, H, W, C) uint8, optional labels, test_images
 
 
 def load_npz(spec: str, path: str, image_size: int = 0) -> ArraySplits:
-    """npz:FILE: `images` [+ `labels`]; `test_images` [+ `test_labels`] is the native test split."""
+    """npz:FILE: `images` [+ `labels`]; `test_images` [+ `test_labels`] is the native test split.
+
+    A file of only `test_images` [+ `test_labels`] is a data set of only a test split: it serves
+    as a test source, and asking it for training data is a ConfigError.
+    """
     if not os.path.isfile(path):
         raise data_error(spec, f"no such file {path!r}; npz:FILE names an .npz with {NPZ_KEYS}")
     try:
@@ -22,18 +26,25 @@ def load_npz(spec: str, path: str, image_size: int = 0) -> ArraySplits:
             contents = {key: npz[key] for key in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise data_error(spec, f"cannot read {path!r} as .npz ({e}); expected {NPZ_KEYS}") from e
-    if "images" not in contents:
-        raise data_error(
-            spec, f"no 'images' array (found: {', '.join(contents) or 'none'}); expected {NPZ_KEYS}"
-        )
-    if ("labels" in contents) != ("test_labels" in contents) and "test_images" in contents:
+    found = ", ".join(contents) or "none"
+    if "images" not in contents and "test_images" not in contents:
+        raise data_error(spec, f"no 'images' array (found: {found}); expected {NPZ_KEYS}")
+    has_both = "images" in contents and "test_images" in contents
+    if has_both and ("labels" in contents) != ("test_labels" in contents):
         raise data_error(spec, "give both 'labels' and 'test_labels' or neither")
-    train = _split(spec, contents, "images", "labels")
+    train = _split(spec, contents, "images", "labels") if "images" in contents else None
     test = (
         _split(spec, contents, "test_images", "test_labels") if "test_images" in contents else None
     )
-    num_classes = count_classes(spec, train.get("label"), test.get("label") if test else None)
-    return ArraySplits(spec, "image", train, test, num_classes, image_size)
+    labels = (split.get("label") for split in (train, test) if split is not None)
+    num_classes = count_classes(spec, *labels)
+    if train is not None:
+        return ArraySplits(spec, "image", train, test, num_classes, image_size)
+    missing_train = (
+        f"no 'images' array (found: {found}); its 'test_images' serve only as a test source "
+        "(--config.data.test)"
+    )
+    return ArraySplits(spec, "image", None, test, num_classes, image_size, missing_train)
 
 
 def _split(spec: str, contents: dict, image_key: str, label_key: str) -> dict[str, np.ndarray]:
