@@ -29,7 +29,10 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}")
+    from genjax.backend import unroll_large_threefry_on_cpu
     from genjax.sampling import write_samples
+
+    unroll_large_threefry_on_cpu()  # as train.py does
 
     cli.run_or_exit(
         lambda: write_samples(FLAGS.workdir, Path(FLAGS.out), FLAGS.num, FLAGS.seed, FLAGS.mode)

@@ -24,7 +24,10 @@ def main(argv):
         cli.fail(f"unexpected arguments {argv[1:]}; flags are --config, --workdir, --config.KEY=V")
     config = cli.config_from_flags("config")
     from genjax import train
+    from genjax.backend import unroll_large_threefry_on_cpu
     from genjax.parallel import initialize_distributed
+
+    unroll_large_threefry_on_cpu()  # the same random bits as jax's own lowering, faster on CPU
 
     def run():
         initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

@@ -30,7 +30,7 @@ from jax import lax  # noqa: E402
 
 from benchmarks.throughput import machine, settled  # noqa: E402
 from genjax import objectives  # noqa: E402
-from genjax.backend import keep_freed_host_memory  # noqa: E402
+from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
 from genjax.models import layers  # noqa: E402
 
 
@@ -81,6 +81,7 @@ def main(argv=None):
     p.add_argument("--calls", type=int, default=20)
     args = p.parse_args(argv)
     keep_freed_host_memory()  # as train.py does
+    unroll_large_threefry_on_cpu()
     b = args.batch
     keys = jax.random.split(jax.random.key(0), 4)
     x14 = jax.random.normal(keys[0], (b, 14, 14, 64))

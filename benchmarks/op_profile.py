@@ -42,7 +42,7 @@ from benchmarks.throughput import (  # noqa: E402
     parse_args,
     ready_call,
 )
-from genjax.backend import keep_freed_host_memory  # noqa: E402
+from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
 
 CALL = "op_profile_call"  # the trace annotation around each timed call
 END = "end: "
@@ -176,6 +176,7 @@ def main(argv=None) -> dict:
     p.add_argument("--trace_dir", default=None, help="keep the trace here (TensorBoard)")
     args = p.parse_args(argv)
     keep_freed_host_memory()  # as train.py does
+    unroll_large_threefry_on_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         ms, ops, k = profile(args.config, args.calls, args.trace_dir or tmp)
     print(markdown(args.config, ms, ops, args.top, k))

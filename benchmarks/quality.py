@@ -110,6 +110,9 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/quality")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    from genjax.backend import unroll_large_threefry_on_cpu
+
+    unroll_large_threefry_on_cpu()  # as train.py does
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = [
         f"Seeds {args.seeds}; `python benchmarks/quality.py --configs {args.configs} "

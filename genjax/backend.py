@@ -6,18 +6,17 @@ consumer and carries every counter array through memory five times, which costs 
 large draw such as the MLP VAE's Bernoulli draw per pixel (dynamic binarisation).
 `unroll_large_threefry_on_cpu` lowers draws of at least `UNROLL_FROM` numbers with the
 straight-line form of the same hash (Salmon et al. 2011: Random123's threefry2x32, 20
-rounds), which XLA fuses into the draw, and keeps the loop for smaller ones: unrolling them
-too added compile time to the DCGAN step and no speed (a probe outside the repo). The bits
-are identical: tests/test_backend.py checks the published known answers for both forms and
-draws against a process without this module.
+rounds), which XLA fuses into the draw, and keeps the loop for smaller ones, where unrolling
+adds compile time (to the DCGAN step, for one) and no speed. The bits are identical:
+tests/test_backend.py checks the published known answers for both forms, draws against a
+process that does not call it, and that importing genjax does not call it.
 
 `keep_freed_host_memory` tunes glibc's malloc for XLA:CPU: each call of a compiled step
 allocates its temporary buffer (tens of MiB for a conv GAN) and frees it at the end. glibc
 serves blocks above 32 MiB (its largest mmap threshold) with a fresh mapping, so every call
-page-faulted the whole buffer in, zero-filled, and unmapped it again; with mmap off and the
-heap kept, the next call reuses the same pages (tests/test_backend.py counts the faults).
-Larger buffers can still get a fresh mapping on every call (seen in a probe outside the
-repo).
+page-faults the whole buffer in, zero-filled, and unmaps it again; with mmap off and the heap
+kept, the next call reuses the same pages (tests/test_backend.py counts the faults). Larger
+buffers can still get a fresh mapping on every call.
 """
 
 from __future__ import annotations
@@ -81,7 +80,14 @@ def _threefry_lowering(ctx, *args):
 
 
 def unroll_large_threefry_on_cpu() -> None:
-    """Lowers jax's threefry2x32 primitive on CPU with `threefry2x32` (idempotent)."""
+    """Lowers jax's threefry2x32 primitive on CPU with `threefry2x32`: the same random bits as
+    jax's own lowering, faster on CPU for large draws.
+
+    Process-wide, for programs compiled after the call; calling it again changes nothing.
+    Importing genjax does not call it: train.py, sample.py, `python -m genjax.evaluate` and
+    the benchmarks call it when they start, and a program that trains in-process (e.g. with
+    `genjax.train.train_and_evaluate`) calls it first to train at the speed of train.py.
+    """
     mlir.register_lowering(threefry2x32_p, _threefry_lowering, platform="cpu")
 
 

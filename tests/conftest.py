@@ -36,6 +36,14 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(SESSION_DIR / "xla-cache"
 # Cache every compile, not only those over jax's default 1 s: each CLI process compiles the
 # same small programs (eager ops, the sampler) again.
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+from genjax.backend import unroll_large_threefry_on_cpu  # noqa: E402  (after the cache setup)
+
+# The in-process tests lower random draws as train.py and the other CLIs do: at the same speed,
+# and to the same programs, so that the shared cache serves both. Importing genjax does not
+# register this lowering; tests/test_backend.py checks that in a fresh process.
+unroll_large_threefry_on_cpu()
+
 MULTIDEVICE_DIR = SESSION_DIR / "multidevice"
 MULTIDEVICE = pytest.StashKey[subprocess.Popen]()
 

@@ -1,5 +1,6 @@
 """genjax.backend: the CPU lowering of Threefry (unrolled for large draws) gives jax's bits."""
 
+import json
 import platform
 import subprocess
 import sys
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from jax.extend.random import threefry_2x32
 
-import genjax  # noqa: F401  (registers the unrolled lowering)
-from genjax.backend import UNROLL_FROM, threefry2x32
+from genjax.backend import UNROLL_FROM, threefry2x32, unroll_large_threefry_on_cpu
+
+unroll_large_threefry_on_cpu()  # the lowering under test (idempotent: conftest calls it too)
 
 # Random123's known-answer tests for threefry2x32 with 20 rounds: (key, counter) -> output.
 KNOWN_ANSWERS = [
@@ -72,6 +74,41 @@ def test_large_draws_lower_without_the_loop_and_small_ones_with_it():
 
     assert "while" not in lowered(2 * UNROLL_FROM)
     assert "while" in lowered(UNROLL_FROM // 4)
+
+
+LOWERINGS = """
+import json, jax
+
+def lowered():  # a draw large enough for genjax's lowering to unroll
+    draw = jax.jit(lambda k: jax.random.bits(k, (4 * UNROLL_FROM,)))
+    return draw.lower(jax.random.key(0)).as_text()
+
+texts = [lowered()]
+import genjax
+texts.append(lowered())
+import genjax.metrics.evaluate, genjax.sampling, genjax.train
+texts.append(lowered())
+for _ in range(2):  # calling it twice is the same as once
+    genjax.backend.unroll_large_threefry_on_cpu()
+    texts.append(lowered())
+print(json.dumps(texts))
+"""
+
+
+def test_importing_genjax_leaves_jax_lowering_alone_and_the_call_changes_it():
+    """`import genjax` (and its training, sampling and evaluation modules) leaves jax's CPU
+    lowering of a large draw as it is; `unroll_large_threefry_on_cpu()` replaces it, and a
+    second call changes nothing more. A fresh process: this one has called the function."""
+    code = f"UNROLL_FROM = {UNROLL_FROM}\n" + LOWERINGS
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"JAX_PLATFORMS": "cpu"}
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    texts = json.loads(run.stdout.splitlines()[-1])
+    jax_own, imported, modules_imported, called, called_again = texts
+    assert imported == modules_imported == jax_own
+    assert "while" in jax_own and "while" not in called  # the rolled loop, then straight-line
+    assert called_again == called
 
 
 FAULTS = """
