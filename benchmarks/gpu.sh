@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Throughput tables on a GPU (meant to take under 5 minutes; not yet timed on one, since no
-# GPU has been lent to this project): every config at its own settings in float32 and in
-# bfloat16, and DCGAN at 64x64x3 (random data), batch 256.
+# Throughput tables on a GPU: every config at its own settings in float32 and in bfloat16,
+# and DCGAN at 64x64x3 (random data), batch 256. It is meant to take under 5 minutes on one
+# GPU; that is an estimate, not a measurement. Each of its four tables is cut off at 240 s.
 #
 #   benchmarks/gpu.sh OUT_DIR          # OUT_DIR/NAME.{json,md} per table; all in throughput.md
 #   benchmarks/gpu.sh OUT_DIR --quick  # a smoke test of this script that runs on a CPU

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains default configs and makes README's pictures and training times.
+# Trains default configs and makes README's pictures (docs/*.png) and training times.
 #   bash benchmarks/pictures.sh [RUNS_DIR [CONFIG ...]]
 # writes docs/CONFIG.png (and docs/CONFIG_reconstruct.png for VAEs) and puts each config's
 # wall time and final losses in docs/train_times.md, replacing that config's row and

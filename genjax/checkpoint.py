@@ -1,8 +1,9 @@
 """Checkpoints with orbax: asynchronous saves, and restore of the newest one that restores.
 
-Orbax's `latest_step()` still names a step whose files are damaged, and restoring it
-raises (DESIGN.md, fact 6); `restore_latest` walks back to the newest step that does
-restore and logs what it skipped, deleting nothing.
+Orbax's `latest_step()` still names a step whose files are damaged (truncated), and
+restoring it raises (e.g. "Truncated Zstd-compressed stream"); orbax has no automatic
+fallback, so `restore_latest` walks back to the newest step that does restore and logs what
+it skipped, deleting nothing.
 """
 
 from __future__ import annotations

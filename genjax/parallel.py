@@ -2,8 +2,9 @@
 
 The per-device functions of genjax.steps are written once, pmap style: they average
 gradients with `lax.pmean(..., 'data')`. Under `jax.shard_map` that requires
-`check_vma=False`; with the default check the gradient of replicated params comes
-back already summed and the pmean would scale it by the device count (DESIGN.md, fact 1).
+`check_vma=False`: with the default check_vma=True, the gradient of a loss w.r.t. params
+replicated over the mesh comes back already summed over 'data', so a pmean as under pmap
+would make it N times too large on N devices, with no error.
 """
 
 from __future__ import annotations
@@ -125,10 +126,12 @@ class DataParallel:
 def initialize_distributed(
     coordinator_address: str = "", num_processes: int = 0, process_id: int = -1
 ) -> None:
-    """Joins a multi-process JAX job (DESIGN.md, fact 3), or does nothing for one process.
+    """Joins a multi-process JAX job, or does nothing for one process.
 
     Explicit flags win; otherwise `jax.distributed.initialize()` detects the cluster on
-    TPU pod slices and under SLURM with several tasks.
+    TPU pod slices and under SLURM with several tasks. Several processes on one machine work
+    too, on CPU with gloo collectives: coordinator_address='127.0.0.1:PORT',
+    num_processes=2, process_id=i (as tests/test_resilience.py runs them).
     """
     import os
 

@@ -2,9 +2,10 @@
 
 The global stream is a seeded permutation of the whole data set, a new one each epoch,
 cut into global batches of B positions: batch j is positions jB .. (j+1)B - 1 of the
-stream, computed in one numpy step (`GlobalBatchIndices`; grain's per-example index
-shuffle and `.batch` ran Python code per example, which held train.py's grain path to 66%
-of the compiled call's rate on a 2-core CPU: README, `throughput.py --loop --host_data`).
+stream, computed in one numpy step (`GlobalBatchIndices`), not with grain's per-example
+index shuffle and `.batch`, which run Python code per example and are too slow to keep up
+with a small model's compiled step (`benchmarks/throughput.py --loop --host_data` measures
+the loop against the call).
 Process p of P reads rows p*b .. (p+1)*b - 1 of every global batch (b = B // P), so the
 processes' local batches, laid side by side in process order (as
 jax.make_array_from_process_local_data does), are exactly the global batch a single

@@ -97,8 +97,8 @@ def train(images, labels, num_classes: int, *, steps: int = DEFAULT_STEPS, seed:
     """Params of a Classifier fitted by AdamW (lr 1e-3, weight decay 1e-4) on uint8 images.
 
     Each step draws BATCH examples with replacement, on the device, and shifts them by up to
-    2 pixels (on mnist5k this lifted test accuracy from 95% to 96-97% at 600 steps). The steps
-    run from a Python loop: on XLA:CPU this step inside a `lax.scan` ran 15x slower.
+    2 pixels (on mnist5k: 96-97% test accuracy at 600 steps, 95% without the shifts). The steps
+    run from a Python loop: on XLA:CPU this step runs 15x slower inside a `lax.scan`.
     """
     module = Classifier(num_classes)
     images, labels = jnp.asarray(images), jnp.asarray(labels, jnp.int32)

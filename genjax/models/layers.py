@@ -127,11 +127,11 @@ def _conv_down_kernel_grad(x, dy, im2col: bool | None = None):
     view_ij(x)^T @ dy, where view_ij is the stride-2 view of the padded x that tap meets.
 
     Dots, unlike the automatic kernel-gradient conv, run at full speed inside a while loop on
-    XLA:CPU. With C input channels, 16 per-tap (C, N) @ (N, O) dots ran faster there than one
+    XLA:CPU. With C input channels, 16 per-tap (C, N) @ (N, O) dots run faster there than one
     (16 C, N) @ (N, O) dot of all views concatenated (im2col) for C = 64, slower for C = 1,
     where each per-tap dot is a thin matrix-vector product that reads dy again (side by side
-    in benchmarks/layers.py); the switch at IM2COL_BELOW channels is where the two forms met
-    in a probe outside the repo (C = 3, 8, 16, 32). `im2col` forces one form (None: by C).
+    in benchmarks/layers.py); the two take about the same time near C = IM2COL_BELOW, where the
+    choice switches. `im2col` forces one form (None: by C).
     """
     (_, h, w, c), (ho, wo, o) = x.shape, dy.shape[1:]
     xp = jnp.pad(x, ((0, 0), (1, 1 + h % 2), (1, 1 + w % 2), (0, 0)))
@@ -180,8 +180,8 @@ def downsample2x(x, kernel):
 
     Exactly `lax.conv_general_dilated(x, kernel, (2, 2), 'SAME')`. On XLA:CPU its gradients
     are written out (`_down_bwd`): the automatic ones are convs in layouts that XLA:CPU makes
-    canonical only outside while loops; inside lax.scan, i.e. in every train step, they ran
-    30-80x slower (measured, jax 0.10.2).
+    canonical only outside while loops; inside lax.scan, i.e. in every train step, they run
+    30-80x slower (jax 0.10.2).
     """
     return (_down_cpu if _explicit_gradients() else _conv_down)(x, kernel)
 
