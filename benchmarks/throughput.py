@@ -72,9 +72,10 @@ import numpy as np  # noqa: E402
 from jax.extend import core as jax_core  # noqa: E402
 
 from genjax import experiment  # noqa: E402
-from genjax.backend import keep_freed_host_memory  # noqa: E402
-from genjax.config import DTYPES, validate  # noqa: E402
+from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
+from genjax.config import DTYPES, resolve  # noqa: E402
 from genjax.data.arrays import ArraySource  # noqa: E402
+from genjax.data.kinds import kind_of  # noqa: E402
 from genjax.train import Trainer  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
@@ -90,8 +91,7 @@ def load_config(name: str, args):
             config[key] = value
     if args.host_data:
         config.data.on_device = False
-    validate(config)
-    return config
+    return resolve(config)
 
 
 def random_source(data_shape: tuple) -> ArraySource:
@@ -109,7 +109,8 @@ def trainer_for(config, data_shape: tuple | None, workdir: Path | None = None) -
     trainer = Trainer(config, workdir or Path(tempfile.gettempdir()) / "genjax-throughput-unused")
     if data_shape is not None:
         trainer.train_source = random_source(data_shape)
-        trainer.experiment = experiment.build(config, data_shape)
+        kind = kind_of(trainer.train_source)
+        trainer.experiment = experiment.build(trainer.config, kind, data_shape)
     return trainer
 
 
@@ -227,8 +228,8 @@ def settled(fn) -> tuple[float, float]:
 def peak_matmul(dtype: str):
     """(call, its FLOPs): a large n x n matmul in `dtype` on the default device, waited for.
 
-    The same size under --quick: a smaller one ran further below the device's peak than the
-    models' own ops, and MFU came out above 100%."""
+    The same size under --quick: a smaller matmul runs further below the device's peak than
+    the models' own ops do, which would put MFU above 100%."""
     n = 2048 if jax.default_backend() == "cpu" else 8192
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
     matmul = jax.jit(lambda a: a @ a)
@@ -300,9 +301,9 @@ def loop_rate(config, data_shape: tuple | None, quick: bool) -> tuple[float, flo
 def loop_fractions(args, config, data_shape, call, before: list) -> dict:
     """train.py's loop run --loop_runs times, each between two blocks of --calls timed calls:
     each run's rate over the call's (median of the blocks on either side of it), and the
-    medians of those over the runs. On this project's CPU machine the speed drifts by tens
-    of percent within seconds: single runs against one block read 66% to 158% for gan_ring8
-    in one session (README)."""
+    medians of those over the runs. A machine whose speed drifts by tens of percent within
+    seconds (as a shared 2-core CPU does) scatters single runs set against one block widely;
+    the median of several holds steadier."""
     k = config.steps_per_call
     runs = []
     for _ in range(args.loop_runs):
@@ -344,7 +345,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         return run
 
     arrays = trainer.train_source.to_arrays()
-    arrays = {k: v for k, v in arrays.items() if k in ("image", "point")}
+    arrays = {k: arrays[k] for k in trainer.experiment.kind.keys}
     matmul, matmul_flops = peak_matmul(config.dtype)
     calls = {"genjax": runner(call, data), "peak": matmul}
     if k > 1:  # the same steps one per call, to show what steps_per_call gains
@@ -511,6 +512,7 @@ def main(argv=None) -> list[dict]:
         sys.exit(2)
     shape = tuple(int(d) for d in args.data_shape.split(",")) if args.data_shape else None
     keep_freed_host_memory()  # as train.py does, for genjax and the torch reference alike
+    unroll_large_threefry_on_cpu()  # as train.py does
     rows, load = [], os.getloadavg()[0]
     for name in names:
         rows.append(measure(name, args, shape))

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genjax.families import GAN
 from genjax.models.layers import square_levels
+from genjax.models.registry import family_of
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -167,11 +169,16 @@ def build(config, shape):
     return encoder, decoder
 
 
+def is_gan(config) -> bool:
+    """Whether config (resolved) trains a GAN, by its model's family in genjax's registry."""
+    return family_of(config.model.name) is GAN
+
+
 def networks(config, shape):
     """(generator, discriminator) or (encoder, decoder) as the step trains them: with PacGAN
     packing (gan.pack m > 1) the discriminator sees m examples stacked along the channels."""
     first, second = build(config, shape)
-    m = config.gan.pack
+    m = config.gan.pack if is_gan(config) else 1
     if m > 1:
         second = build(config, (*shape[:-1], m * shape[-1]))[1]
     return first, second
@@ -226,12 +233,12 @@ def make_call(
     first, second = (net.to(device).train() for net in networks(config, shape))
     compute_dtype = getattr(torch, config.dtype)  # genjax.config.DTYPES are torch names too
     autocast = torch.autocast(device.split(":")[0], compute_dtype, compute_dtype != torch.float32)
-    b, m = config.batch_size, config.gan.pack
-    is_gan = config.model.name in ("dcgan", "gan_mlp", "toy_mlp")
+    gan = is_gan(config)
+    b, m = config.batch_size, config.gan.pack if gan else 1
     ar = bool(config.model.ar_kernel)
-    if is_gan:
+    if gan:
         g_opt = _adam(first.parameters(), config, config.optim.lr)
-        d_opt = _adam(second.parameters(), config, config.optim.d_lr or config.optim.lr)
+        d_opt = _adam(second.parameters(), config, config.gan.d_lr or config.optim.lr)
         d_loss_fn, g_loss_fn = GAN_LOSSES[config.gan.loss]
     else:
         opt = _adam([*first.parameters(), *second.parameters()], config, config.optim.lr)
@@ -282,7 +289,7 @@ def make_call(
         (recon + config.vae.beta * kl).mean().backward()
         opt.step()
 
-    step = gan_step if is_gan else vae_step
+    step = gan_step if gan else vae_step
 
     def call():
         for _ in range(steps):

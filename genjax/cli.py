@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,22 @@ def fail(message: str, code: int = USAGE_ERROR, run_exit_handlers: bool = True):
     sys.exit(code)
 
 
+UNSET_FIELDS: list[str] = []  # KEYs of --config.KEY=None arguments (see unset_fields)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, but a bad flag is one line and exit 2 (not usage + exit 1)."""
+    """absl's flag parsing, but a bad flag is one line and exit 2 (not usage + exit 1).
+
+    `--config.KEY=None` arguments are taken out first (config flags parse a value of the
+    field's type) and applied by `unset_fields` once the config has loaded."""
+    kept = []
+    for arg in argv:
+        match = re.fullmatch(r"--config\.([\w.]+)=None", arg)
+        if match:
+            UNSET_FIELDS.append(match.group(1))
+        else:
+            kept.append(arg)
+    argv = kept
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -36,6 +51,30 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(f"{type(e).__name__}: {e}")
 
 
+def unset_fields(config):
+    """Sets each field named by a `--config.KEY=None` argument to None: "the chosen model's (or
+    family's) default", or unset, for a field the chosen model does not read (e.g. after
+    `--config.model.name=...` picks a model that reads other fields). Only `model.*` and
+    family fields can be None; ConfigError for any other key."""
+    from genjax.config import base_config
+
+    base = base_config()
+    for key in UNSET_FIELDS:
+        node, reference = config, base
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if part not in node.keys() or part not in reference.keys():
+                raise ConfigError(f"--config.{key}=None: unknown config key")
+            node, reference = node[part], reference[part]
+        if leaf not in reference.keys() or reference[leaf] is not None:
+            raise ConfigError(
+                f"--config.{key}=None: only model.* and family fields (gan.*, vae.*, ...) can "
+                "be None; give a value"
+            )
+        node[leaf] = None
+    return config
+
+
 def config_from_flags(name: str = "config"):
     """The ConfigDict of a config_flags flag; a missing or failing config file exits 2."""
     path = flags.FLAGS[name].config_filename if name in flags.FLAGS else None
@@ -43,9 +82,13 @@ def config_from_flags(name: str = "config"):
         known = sorted(p.name for p in Path("configs").glob("*.py") if not p.stem.startswith("_"))
         fail(f"--{name} {path}: no such file; configs/ holds {', '.join(known) or 'nothing'}")
     try:
-        return getattr(flags.FLAGS, name)
+        config = getattr(flags.FLAGS, name)
     except Exception as e:  # noqa: BLE001 - any failure to load a user's config file
         fail(f"--{name} {path}: cannot load it ({type(e).__name__}: {e})")
+    try:
+        return unset_fields(config)
+    except ConfigError as e:
+        fail(e)
 
 
 def run_or_exit(fn: Callable[[], object]) -> None:

@@ -1,21 +1,27 @@
-"""The base experiment config, and its validation.
+"""The base experiment config, its resolution against the chosen model, and its validation.
 
-Every experiment file in configs/ starts from `base_config()` and only says what
-differs; every field a user can set exists here with a default, so an unknown
-`--config.KEY` is an error rather than a silent no-op.
+Every experiment file in configs/ starts from `base_config()` and only says what differs.
+Shared fields sit at the top level with their defaults. `model.*` holds the fields of every
+registered model and each family has its own namespace (`gan.*`, `vae.*`, ...); those fields
+are None in `base_config()`, meaning "the model's (or family's) default". `resolve` fills in
+the defaults of the chosen model and its family and refuses a field that either does not
+read, so a setting that would do nothing is an error, in config files and on the command
+line alike. Each field is checked once: shared fields here, model fields by the model's
+builder (genjax.models.registry), family fields by the family (genjax.families).
 """
 
 from __future__ import annotations
 
+import copy
+
 import ml_collections
+from ml_collections import config_dict
 
 
 class ConfigError(ValueError):
     """A mistake a user can make (config, paths, data); CLIs print it as one line, exit 2."""
 
 
-GAN_LOSSES = ("nonsaturating", "minimax", "hinge", "wgan_gp")
-LIKELIHOODS = ("bernoulli", "gaussian")
 PARALLEL_MODES = ("shard_map", "pmap")
 # No float16: it needs loss scaling, which the steps do not do; bfloat16 has float32's range.
 DTYPES = ("float32", "bfloat16")
@@ -48,31 +54,14 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "toy_mlp"  # see genjax.models.registry.MODELS
-    c.model.z_dim = 2
-    c.model.hidden = 128  # MLP width
-    c.model.depth = 2  # MLP hidden layers (toy_mlp, vae_mlp; gan_mlp keeps the 2014 net's 1)
-    c.model.features = 64  # base channel count of conv models
-    c.model.d_norm = "batch"  # DCGAN discriminator normalisation: batch | layer | none
-    # VAE decoders: 0, or an odd K >= 3 for an autoregressive decoder that also sees each
-    # pixel's earlier neighbours in a K x K window (genjax.models.vae.AutoregressiveDecoder)
-    c.model.ar_kernel = 0
-    c.model.ar_hidden = 32  # that neighbourhood network's hidden units
-
-    c.gan = ml_collections.ConfigDict()
-    c.gan.loss = "nonsaturating"
-    c.gan.n_critic = 1  # discriminator updates per generator update
-    c.gan.gp_weight = 10.0  # WGAN-GP lambda
-    c.gan.pack = 1  # PacGAN (Lin et al. 2018): D judges `pack` samples at once; 1 = plain GAN
-
-    c.vae = ml_collections.ConfigDict()
-    c.vae.likelihood = "bernoulli"
-    c.vae.beta = 1.0
-    c.vae.binarize = True  # dynamic binarisation of grey images (Bernoulli likelihood)
+    for key, default in _model_fields().items():  # None = the chosen model's default
+        c.model[key] = config_dict.placeholder(type(default))
+    for name, family in _families().items():  # gan.*, vae.*, ...: None = the family's default
+        c[name] = _placeholders(family.defaults)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # or 'sgd'
-    c.optim.lr = 2e-4  # VAE learning rate; GAN generator learning rate
-    c.optim.d_lr = 0.0  # GAN discriminator learning rate; 0 = same as lr
+    c.optim.lr = 2e-4  # learning rate (a GAN's generator's; gan.d_lr its discriminator's)
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
     c.optim.decay_from = 1.0  # fraction of num_steps after which lr falls linearly to 0
@@ -88,11 +77,28 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def family(config) -> str:
-    """'gan' or 'vae', from the model name."""
-    from genjax.models.registry import family_of
+def _placeholders(defaults: dict) -> ml_collections.ConfigDict:
+    """A namespace of typed None fields, one per default (None = the default)."""
+    return ml_collections.ConfigDict(
+        {key: config_dict.placeholder(type(value)) for key, value in defaults.items()}
+    )
 
-    return family_of(config.model.name)
+
+def _families() -> dict:
+    from genjax.families import FAMILIES
+
+    return FAMILIES
+
+
+def _model_fields() -> dict:
+    """Every registered model's model.* fields with a default (the first model's wins)."""
+    from genjax.models.registry import MODELS
+
+    fields = {}
+    for entry in MODELS.values():
+        for key, default in entry.defaults.items():
+            fields.setdefault(key, default)
+    return fields
 
 
 def _check(ok: bool, message: str) -> None:
@@ -100,8 +106,74 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _unknown_keys(config, reference, prefix: str = "") -> list[str]:
+    """Dotted keys of `config` that `reference` (the base config) does not have."""
+    unknown = []
+    for key in config.keys():
+        if key not in reference.keys():
+            unknown.append(prefix + key)
+        elif isinstance(config[key], ml_collections.ConfigDict):
+            if isinstance(reference[key], ml_collections.ConfigDict):
+                unknown += _unknown_keys(config[key], reference[key], f"{prefix}{key}.")
+            else:
+                unknown.append(prefix + key)
+    return unknown
+
+
+def _dotted(namespace: str, keys) -> str:
+    return ", ".join(f"config.{namespace}.{key}" for key in keys)
+
+
+def _unread(namespace, allowed) -> list[str]:
+    """The fields of a namespace that are set (not None) but not in `allowed`."""
+    return sorted(k for k in namespace.keys() if namespace[k] is not None and k not in allowed)
+
+
+def resolve(config) -> ml_collections.ConfigDict:
+    """A validated copy of `config` with the chosen model's and family's defaults filled in.
+
+    ConfigError for an unknown key, a bad shared value, a model.* field the model does not
+    read, or a field set in another family's namespace; the model's builder and the family
+    check their own values. Resolving a resolved config returns an equal one.
+    """
+    from genjax.models.registry import entry
+
+    unknown = _unknown_keys(config, base_config())
+    _check(not unknown, f"unknown config key(s): {', '.join(unknown)}; see genjax/config.py")
+    validate(config)
+    model = entry(config.model.name)
+    out = copy.deepcopy(config)
+    reads = ", ".join(sorted(model.defaults)) or "nothing"
+    stray = _unread(config.model, {"name", *model.defaults})
+    _check(
+        not stray,
+        f"{_dotted('model', stray)}: model {config.model.name!r} does not read it; it reads "
+        f"model.name and model.{{{reads}}} (set unused fields to None)",
+    )
+    for key, default in model.defaults.items():
+        if out.model.get(key) is None:
+            out.model[key] = default
+    for name, family in _families().items():
+        if name not in out:  # a family registered after this config was made
+            out[name] = _placeholders(family.defaults)
+        if family is model.family:
+            for key, default in family.defaults.items():
+                if out[name][key] is None:
+                    out[name][key] = default
+            continue
+        stray = _unread(config[name], ()) if name in config else []
+        _check(
+            not stray,
+            f"{_dotted(name, stray)}: model {config.model.name!r} is a "
+            f"{model.family.name}, which reads "
+            f"{model.family.name}.{{{', '.join(sorted(model.family.defaults))}}}, not {name}.*",
+        )
+    model.family.check(out)
+    return out
+
+
 def validate(config) -> None:
-    """Checks every field a user sets, once, before anything runs."""
+    """Checks every shared field a user sets, once, before anything runs."""
     from genjax.models.registry import MODELS
 
     _check(
@@ -134,22 +206,6 @@ def validate(config) -> None:
     )
     _check(config.dtype in DTYPES, f"config.dtype={config.dtype!r}; valid: {', '.join(DTYPES)}")
     _check(
-        config.gan.loss in GAN_LOSSES,
-        f"config.gan.loss={config.gan.loss!r}; valid: {', '.join(GAN_LOSSES)}",
-    )
-    _check(config.gan.n_critic >= 1, f"config.gan.n_critic must be >= 1, got {config.gan.n_critic}")
-    _check(config.gan.pack >= 1, f"config.gan.pack must be >= 1, got {config.gan.pack}")
-    _check(
-        config.batch_size % config.gan.pack == 0,
-        f"config.batch_size={config.batch_size} must be a multiple of "
-        f"config.gan.pack={config.gan.pack}",
-    )
-    _check(
-        config.vae.likelihood in LIKELIHOODS,
-        f"config.vae.likelihood={config.vae.likelihood!r}; valid: {', '.join(LIKELIHOODS)}",
-    )
-    _check(config.vae.beta >= 0, f"config.vae.beta must be >= 0, got {config.vae.beta}")
-    _check(
         config.optim.name in ("adam", "sgd"),
         f"config.optim.name={config.optim.name!r}; valid: adam, sgd",
     )
@@ -158,17 +214,5 @@ def validate(config) -> None:
         0.0 <= config.optim.decay_from <= 1.0,
         f"config.optim.decay_from must be in [0, 1] (1 = constant), got {config.optim.decay_from}",
     )
-    _check(config.optim.d_lr >= 0, f"config.optim.d_lr must be >= 0, got {config.optim.d_lr}")
-    _check(
-        config.model.d_norm in ("batch", "layer", "none"),
-        f"config.model.d_norm={config.model.d_norm!r}; valid: batch, layer, none",
-    )
-    ar = config.model.ar_kernel
-    _check(
-        ar == 0 or (ar >= 3 and ar % 2 == 1),
-        f"config.model.ar_kernel={ar}; valid: 0 (off) or an odd kernel size >= 3",
-    )
-    _check(config.model.ar_hidden >= 1, "config.model.ar_hidden must be >= 1")
-    _check(config.model.z_dim >= 1, f"config.model.z_dim must be >= 1, got {config.model.z_dim}")
     _check(config.data.image_size >= 0, "config.data.image_size must be >= 0 (0 = native)")
     _check(bool(config.data.train), "config.data.train is empty; name a data source, e.g. mnist5k")

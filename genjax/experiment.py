@@ -15,9 +15,11 @@ import jax
 import jax.numpy as jnp
 
 from genjax import config as config_lib
-from genjax import steps
+from genjax.data.kinds import KINDS, DataKind
+from genjax.families import Family
 from genjax.models import registry
 from genjax.parallel import AXIS
+from genjax.steps import new_train_state
 
 # Config fields that fix the shapes of a checkpoint: a workdir's checkpoints can only be
 # resumed by a config that agrees on all of them.
@@ -31,31 +33,43 @@ CHECKPOINT_KEYS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity: caches key on it
 class Experiment:
-    config: Any
-    family: str  # 'gan' | 'vae'
+    """A resolved config's family, models and data kind, for data of one example shape.
+
+    What train, sample.py, evaluate and the benchmarks use: they ask the family (through
+    these methods) and the kind, never which family or kind it is.
+    """
+
+    config: Any  # resolved (genjax.config.resolve)
+    family: Family
+    kind: DataKind
     data_shape: tuple
-    models: tuple  # (generator, discriminator) or (encoder, decoder)
+    models: tuple  # the family's modules, e.g. (generator, discriminator), (encoder, decoder)
 
     def init_state(self, key):
-        """The model state (GANState | VAEState) initialised from `key`."""
+        """The family's model state initialised from `key`."""
         return self._compiled_init(key)
 
     @functools.cached_property
     def _compiled_init(self) -> Callable:
         # One compiled function: run eagerly, flax's init compiles each of its ops on its own,
-        # which took much longer on XLA:CPU at every process start (jax 0.10.2). Values agree
-        # with eager init up to the rounding of the last bit.
-        init = steps.INIT_STATE[self.family]
-        return jax.jit(functools.partial(init, self.config, self.models, self.data_shape))
+        # which takes much longer on XLA:CPU at every process start. Values agree with eager
+        # init up to the rounding of the last bit.
+        init = functools.partial(
+            self.family.init_state, self.config, self.models, self.kind, self.data_shape
+        )
+        return jax.jit(init)
+
+    def new_train_state(self, model_state):
+        """A TrainState (the loop's non-finite guard) around a model state."""
+        return new_train_state(model_state, self.family.metrics)
 
     def state_template(self):
         """The TrainState's shapes and dtypes, placed on this process's first device: what a
         checkpoint restores into. Init is traced, not run."""
         shapes = jax.eval_shape(
-            lambda key: steps.new_train_state(self.init_state(key), self.family),
-            jax.random.PRNGKey(0),
+            lambda key: self.new_train_state(self.init_state(key)), jax.random.PRNGKey(0)
         )
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         return jax.tree.map(
@@ -64,30 +78,54 @@ class Experiment:
 
     def step(self) -> Callable:
         """The per-device train step `(state, batch, key) -> (state, metrics)`."""
-        return steps.MAKE_STEP[self.family](self.config, self.models)
+        return self.family.make_step(self.config, self.models, self.kind)
 
     @property
     def data_per_step(self) -> int:
-        return steps.data_per_step(self.config, self.family)
+        return self.family.data_per_step(self.config)
+
+    @property
+    def modes(self) -> frozenset[str]:
+        """sample.py's modes for this model and data: 'samples', and those that both the
+        family and the kind support (e.g. 'reconstruct' needs an encoder and images)."""
+        scatter = self.kind.modes & {"scatter"}  # a way of drawing samples, not of making them
+        return frozenset({"samples"}) | scatter | (self.family.modes & self.kind.modes)
+
+    # Generation, in data space (images in [0, 1]):
+
+    def sample(self, state, key, num: int):
+        """`num` samples from the model."""
+        x = self.family.sample(self.config, self.models, state, key, num)
+        return self.kind.from_model(x, self.family.value_range)
+
+    def interpolate(self, state, key, rows: int, steps: int = 8):
+        """`rows` straight lines in latent space, `steps` points each, row-major."""
+        x = self.family.interpolate(self.config, self.models, state, key, rows, steps)
+        return self.kind.from_model(x, self.family.value_range)
+
+    def reconstruct(self, state, batch: dict, key=None):
+        """Reconstructions of a batch of examples (as a source gives them)."""
+        x = self.kind.model_input(batch, self.family.value_range)
+        out = self.family.reconstruct(self.config, self.models, state, x, key)
+        return self.kind.from_model(out, self.family.value_range)
+
+    def test_metrics(self, state, test: dict, *, k: int, seed: int) -> dict:
+        """The family's own test metrics (e.g. a VAE's NLL) on a test split's arrays."""
+        return self.family.test_metrics(
+            self.config, self.models, state, test, self.kind, k=k, seed=seed
+        )
 
 
-def build(config, data_shape: tuple) -> Experiment:
-    """The experiment of `config` on data of `data_shape`; ConfigError if they don't fit."""
-    family = config_lib.family(config)
-    if family == "gan" and config.gan.loss == "wgan_gp" and config.model.name == "dcgan":
-        if config.model.d_norm == "batch":
-            raise config_lib.ConfigError(
-                "gan.loss=wgan_gp needs a discriminator without batch norm (the penalty is "
-                "per example): set --config.model.d_norm=layer or none"
-            )
+def build(config, kind: str | DataKind, data_shape: tuple) -> Experiment:
+    """The experiment of `config` on examples of `kind` and `data_shape`; ConfigError if they
+    don't fit. The config is resolved here (genjax.config.resolve)."""
+    config = config_lib.resolve(config)
+    kind = KINDS[kind] if isinstance(kind, str) else kind
     models = registry.build(
-        config.model,
-        tuple(data_shape),
-        likelihood=config.vae.likelihood,
-        dtype=jnp.dtype(config.dtype),
-        axis_name=AXIS,
+        config, tuple(data_shape), dtype=jnp.dtype(config.dtype), axis_name=AXIS
     )
-    return Experiment(config, family, tuple(data_shape), models)
+    family = registry.family_of(config.model.name)
+    return Experiment(config, family, kind, tuple(int(d) for d in data_shape), models)
 
 
 def checkpoint_fields(config_dict: dict) -> dict:
@@ -150,11 +188,12 @@ def restore(workdir, config=None) -> TrainedRun:
 
     from genjax.checkpoint import Checkpoints
     from genjax.data import resolve_sources
+    from genjax.data.kinds import kind_of
 
     config = config if config is not None else load_config(workdir)
     config_lib.validate(config)
     train_source, test_source = resolve_sources(config.data)
-    experiment = build(config, train_source.shape)
+    experiment = build(config, kind_of(train_source), train_source.shape)
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise config_lib.ConfigError(f"workdir {workdir} has no checkpoints; run train.py first")

@@ -151,6 +151,14 @@ def log_likelihood(out, x, likelihood: str):
     return LOG_LIKELIHOODS[likelihood](out, x)
 
 
+def likelihood_mean(out, likelihood: str):
+    """The mean of p(x|z) from the decoder output, clipped to [0, 1]: Bernoulli probabilities,
+    or the Gaussian's mean channels."""
+    if likelihood == "gaussian":
+        return jnp.clip(out[..., : out.shape[-1] // 2], 0.0, 1.0)
+    return jax.nn.sigmoid(out)
+
+
 def negative_elbo(decoder_out, x, mean, logvar, *, likelihood: str = "bernoulli", beta=1.0):
     """-ELBO = -log p(x|z) + beta * KL(q(z|x) || p(z)) per example (Kingma & Welling 2013, eq. 10).
 

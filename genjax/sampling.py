@@ -1,4 +1,9 @@
-"""Samples, interpolations and reconstructions from a trained state; image grids and plots."""
+"""sample.py's job, image grids and scatter plots.
+
+What a model draws (samples, interpolations, reconstructions) is asked of its experiment
+(genjax.experiment.Experiment), which asks the family and turns the result into data space;
+how it is drawn is asked of the data kind.
+"""
 
 from __future__ import annotations
 
@@ -8,101 +13,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from PIL import Image, ImageDraw
-
-from genjax.models.vae import AutoregressiveDecoder, causal_window_context
-from genjax.steps import GANState, VAEState
-
-
-def generator_variables(state) -> dict:
-    """Variables of the network that maps latents to data: the generator or the decoder."""
-    if isinstance(state, GANState):
-        return {"params": state.g_params, "batch_stats": state.g_stats}
-    return {"params": state.params["decoder"], "batch_stats": state.batch_stats["decoder"]}
-
-
-def decode(models, state, z, likelihood: str = "bernoulli", key=None) -> jax.Array:
-    """Latents -> data space: images in [0, 1] (NHWC) or 2-D points, in eval mode.
-
-    VAE images are the likelihood's mean (Bernoulli probabilities, Gaussian means). An
-    autoregressive decoder samples its pixels one by one from `key` and shows each pixel's
-    mean given z and the pixels sampled before it.
-    """
-    if isinstance(state, GANState):
-        out = models[0].apply(generator_variables(state), z, train=False)
-        return out if out.ndim == 2 else (out + 1.0) / 2.0
-    decoder = models[1]
-    if isinstance(decoder, AutoregressiveDecoder):
-        key = jax.random.PRNGKey(0) if key is None else key
-        variables = generator_variables(state)
-        return autoregressive_sample(decoder, variables, z, likelihood, key)[1]
-    out = decoder.apply(generator_variables(state), z, train=False)
-    if likelihood == "gaussian":
-        return jnp.clip(out[..., : out.shape[-1] // 2], 0.0, 1.0)
-    return jax.nn.sigmoid(out)
-
-
-def autoregressive_sample(decoder, variables, z, likelihood: str, key):
-    """Ancestral sampling in raster order: pixel n gets the base parameters of z plus those
-    of its causal context in the pixels drawn so far. Returns (the sample, each pixel's mean
-    given z and the pixels before it), both (B, H, W, C); the means are in [0, 1]."""
-    base = decoder.apply(variables, z, False, method="base_out")  # (B, H, W, C * k)
-    b, h, w, ck = base.shape
-    c = ck // 2 if likelihood == "gaussian" else ck
-
-    r = decoder.kernel // 2
-
-    def pixel(n, carry):
-        padded, means = carry  # the sample so far, padded by r for the context windows
-        i, j = n // w, n % w
-        context = causal_window_context(padded, decoder.kernel, i, j)
-        params = base[:, i, j] + decoder.apply(variables, context, method="context_logits")
-        k = jax.random.fold_in(key, n)
-        if likelihood == "gaussian":
-            mean = params[:, :c]
-            value = mean + jnp.exp(params[:, c:]) * jax.random.normal(k, mean.shape)
-        else:
-            mean = jax.nn.sigmoid(params)
-            value = (jax.random.uniform(k, mean.shape) < mean).astype(jnp.float32)
-        return padded.at[:, r + i, r + j].set(value), means.at[:, i, j].set(mean)
-
-    padded = jnp.zeros((b, h + 2 * r, w + 2 * r, c), jnp.float32)
-    padded, means = lax.fori_loop(0, h * w, pixel, (padded, jnp.zeros((b, h, w, c), jnp.float32)))
-    return padded[:, r : r + h, r : r + w], jnp.clip(means, 0.0, 1.0)
-
-
-def encode_mean(models, state: VAEState, x) -> jax.Array:
-    """The mean of q(z|x) for images x in [0, 1]."""
-    variables = {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}
-    mean, _ = models[0].apply(variables, x, train=False)
-    return mean
-
-
-def samples(models, state, key, num: int, z_dim: int, likelihood: str = "bernoulli"):
-    """`num` draws from the model: z ~ N(0, I) pushed through the generator/decoder."""
-    z_key, pixel_key = jax.random.split(key)
-    z = jax.random.normal(z_key, (num, z_dim))
-    return decode(models, state, z, likelihood, pixel_key)
-
-
-def interpolations(
-    models, state, key, rows: int, z_dim: int, steps: int = 8, likelihood="bernoulli"
-):
-    """`rows` straight lines in latent space, `steps` points each, row-major."""
-    a_key, b_key = jax.random.split(key)
-    a = jax.random.normal(a_key, (rows, 1, z_dim))
-    b = jax.random.normal(b_key, (rows, 1, z_dim))
-    t = jnp.linspace(0.0, 1.0, steps)[None, :, None]
-    z = ((1 - t) * a + t * b).reshape(rows * steps, z_dim)
-    return decode(models, state, z, likelihood, jax.random.fold_in(key, 1))
-
-
-def reconstructions(models, state: VAEState, images_uint8, likelihood="bernoulli", key=None):
-    """Pairs (image, reconstruction from the mean of q(z|x)), interleaved."""
-    x = jnp.asarray(images_uint8, jnp.float32) / 255.0
-    recon = decode(models, state, encode_mean(models, state, x), likelihood, key)
-    return jnp.stack([x, recon], axis=1).reshape(-1, *x.shape[1:])
 
 
 def to_uint8(images) -> np.ndarray:
@@ -162,32 +73,29 @@ def write_samples(workdir, out, num: int = 64, seed: int = 0, mode: str = "sampl
         raise ConfigError(f"--out {out}: no such directory {out.parent}")
     run = restore(workdir)
     exp, state = run.experiment, run.state
-    points = run.train_source.kind == "point"
-    likelihood, z_dim = exp.config.vae.likelihood, exp.config.model.z_dim
+    if mode not in exp.modes:
+        raise ConfigError(
+            f"--mode {mode} does not apply to this model and data ({exp.config.model.name} on "
+            f"{exp.kind.name} data); valid: {', '.join(sorted(exp.modes))}"
+        )
     key = jax.random.PRNGKey(seed)
-    if mode == "scatter" and not points:
-        raise ConfigError("--mode scatter is for 2-D data; this model makes images")
-    if mode == "reconstruct" and exp.family != "vae":
-        raise ConfigError("--mode reconstruct needs a VAE (a GAN has no encoder)")
-    if mode in ("interpolate", "reconstruct") and points:
-        raise ConfigError(f"--mode {mode} is for images; use samples or scatter on 2-D data")
-
     columns = None
     if mode in ("samples", "scatter"):
-        x = jax.jit(partial(samples, exp.models, num=num, z_dim=z_dim, likelihood=likelihood))(
-            state, key
-        )
+        x = jax.jit(partial(exp.sample, num=num))(state, key)
     elif mode == "interpolate":
         rows, columns = -(-num // 8), 8  # whole rows of 8: at least num images
-        x = interpolations(exp.models, state, key, rows, z_dim, columns, likelihood)
-    else:
-        images = run.test_source.to_arrays()["image"][:num]
-        x, columns = reconstructions(exp.models, state, images, likelihood), 2 * min(8, len(images))
+        x = exp.interpolate(state, key, rows, columns)
+    else:  # reconstruct: pairs (test example, its reconstruction), interleaved
+        batch = {k: v[:num] for k, v in run.test_source.to_arrays().items()}
+        recon = exp.reconstruct(state, batch)
+        real = exp.kind.from_model(
+            exp.kind.model_input(batch, exp.family.value_range), exp.family.value_range
+        )
+        x = jnp.stack([real, recon], axis=1).reshape(-1, *recon.shape[1:])
+        columns = 2 * min(8, len(recon))
     x = np.asarray(x)
     if out.suffix == ".npz":
-        np.savez(out, samples=x if points else to_uint8(x))
-    elif points:
-        scatter_plot(x, run.test_source.to_arrays()["point"][:2000]).save(out)
+        np.savez(out, samples=exp.kind.stored(x))
     else:
-        image_grid(to_uint8(x), columns).save(out)
+        exp.kind.picture(x, run.test_source, columns).save(out)
     return out

@@ -9,6 +9,7 @@ in between run under `jax.transfer_guard_device_to_host('disallow')`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -23,14 +24,15 @@ from jax import lax
 from tqdm import tqdm
 
 from genjax import experiment as experiment_lib
-from genjax import sampling
 from genjax.backend import keep_freed_host_memory
 from genjax.checkpoint import Checkpoints
-from genjax.config import ConfigError, validate
+from genjax.config import ConfigError, resolve
 from genjax.data import host_batches, resolve_sources
+from genjax.data.kinds import kind_of
 from genjax.logs import MetricWriter, check_writable, write_atomically
+from genjax.models.registry import family_of
 from genjax.parallel import AXIS, DataParallel
-from genjax.steps import METRICS, TrainState, guard_nonfinite, new_train_state
+from genjax.steps import TrainState, guard_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,51 @@ class Diverged(Exception):
 def _due(step: int, every: int) -> bool:
     """Whether an event that happens every `every` steps (0 = never) is due at `step`."""
     return every > 0 and step % every == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Events:
+    """What the loop does after the compiled call that ends at a step."""
+
+    log: bool  # fetch and write the metrics
+    sample: bool  # write a sample picture
+    evaluate: bool  # run the evaluation metrics
+    save: bool  # write a checkpoint
+
+    def __bool__(self) -> bool:
+        return self.log or self.sample or self.evaluate or self.save
+
+
+class Schedule:
+    """When the loop's periodic events fall, from the config's intervals (0 = never).
+
+    A compiled call runs at most steps_per_call steps and ends on every event step, so events
+    fall on exact multiples of their intervals. The last step always logs, samples (when this
+    process writes pictures) and saves.
+    """
+
+    def __init__(self, config, writes_pictures: bool):
+        self.config = config
+        self.writes_pictures = writes_pictures
+        c = config
+        self._intervals = (c.log_every, c.sample_every, c.checkpoint_every, c.eval_every)
+
+    def call_length(self, step: int) -> int:
+        """Steps in the compiled call starting at `step`: up to the next event or the end."""
+        c = self.config
+        until = [every - step % every for every in self._intervals if every]
+        return min(c.steps_per_call, c.num_steps - step, *until)
+
+    def events(self, step: int) -> Events:
+        """The events due after the call that ends at `step`."""
+        c = self.config
+        final = step == c.num_steps
+        return Events(
+            log=_due(step, c.log_every) or final,
+            sample=self.writes_pictures and (_due(step, c.sample_every) or final),
+            evaluate=_due(step, c.eval_every),
+            save=_due(step, c.checkpoint_every) or final,
+        )
 
 
 def draw_batch(dataset: dict, key, per_step: int, batch_size: int) -> dict:
@@ -133,7 +180,7 @@ class Trainer:
     """Everything one run needs: experiment, devices, data, checkpoints, writers."""
 
     def __init__(self, config, workdir: str | Path):
-        validate(config)
+        config = resolve(config)
         if "://" in str(workdir):  # pathlib would make gs://b/run the local folder gs:/b/run
             raise ConfigError(
                 f"--workdir {workdir}: a URL; the workdir must be a path on a local or mounted "
@@ -154,15 +201,13 @@ class Trainer:
                 f"{self.parallel.num_devices} devices; use a multiple of "
                 f"{self.parallel.num_devices}"
             )
-        local = config.batch_size // self.parallel.num_devices
-        if local % config.gan.pack:
-            raise ConfigError(
-                f"config.gan.pack={config.gan.pack} does not divide the per-device batch of "
-                f"{local} (batch_size {config.batch_size} over {self.parallel.num_devices} "
-                "devices)"
-            )
+        family_of(config.model.name).check_batch(
+            config, config.batch_size // self.parallel.num_devices
+        )
         self.train_source, self.test_source = resolve_sources(config.data)
-        self.experiment = experiment_lib.build(config, self.train_source.shape)
+        self.experiment = experiment_lib.build(
+            config, kind_of(self.train_source), self.train_source.shape
+        )
         self.is_writer = jax.process_index() == 0
         self.key = jax.random.PRNGKey(config.seed)
         self._chunks: dict[int, Callable] = {}
@@ -175,7 +220,8 @@ class Trainer:
     def _on_device_dataset(self):
         if self._dataset is None:
             arrays = self.train_source.to_arrays()
-            arrays = {k: v for k, v in arrays.items() if k in ("image", "point")}
+            keys = self.experiment.kind.batch_keys(arrays)
+            arrays = {k: arrays[k] for k in keys}
             size_mb = sum(a.nbytes for a in arrays.values()) / 2**20
             if size_mb > self.config.data.max_on_device_mb:
                 raise ConfigError(
@@ -204,8 +250,7 @@ class Trainer:
         batches = [next(it) for _ in range(length * per_step)]
         stacked = {
             k: np.stack([b[k] for b in batches]).reshape(length, per_step, *batches[0][k].shape)
-            for k in batches[0]
-            if k in ("image", "point")
+            for k in self.experiment.kind.batch_keys(batches[0])
         }
         return self.parallel.shard_batch(stacked, batch_axis=2)
 
@@ -213,7 +258,7 @@ class Trainer:
     def chunk(self, length: int) -> Callable:
         """The compiled call running `length` guarded steps (compiled once per length)."""
         if length not in self._chunks:
-            step = guard_nonfinite(self.experiment.step(), self.experiment.family)
+            step = guard_nonfinite(self.experiment.step(), self.experiment.family.metrics)
             fn = make_chunk(
                 step,
                 length,
@@ -229,21 +274,14 @@ class Trainer:
 
     def initial_state(self) -> TrainState:
         model = self.experiment.init_state(jax.random.fold_in(self.key, 1))
-        return new_train_state(model, self.experiment.family)
+        return self.experiment.new_train_state(model)
 
     # -------------------------------------------------------------- samples
     def compile_sampler(self, model_state) -> None:
         """Compiles the sampler of `sample_picture` for states shaped and placed like
         `model_state`. `run` does this before its first step, so that neither the compile
         stall nor an error in the sampler waits for the first sample step."""
-        c = self.config
-        sampler = partial(
-            sampling.samples,
-            self.experiment.models,
-            num=c.num_samples,
-            z_dim=c.model.z_dim,
-            likelihood=c.vae.likelihood,
-        )
+        sampler = partial(self.experiment.sample, num=self.config.num_samples)
         self._sampler = jax.jit(sampler).lower(model_state, self._sample_key).compile()
 
     def sample_picture(self, model_state):
@@ -251,9 +289,7 @@ class Trainer:
         if self._sampler is None:
             self.compile_sampler(model_state)
         x = np.asarray(self._sampler(model_state, self._sample_key))
-        if self.train_source.kind == "point":
-            return sampling.scatter_plot(x, self.test_source.to_arrays()["point"][:2000])
-        return sampling.image_grid(sampling.to_uint8(x))
+        return self.experiment.kind.picture(x, self.test_source)
 
     def _check_finite(self, state: TrainState) -> None:
         """Raises Diverged (nonfinite='stop') once a non-finite step has been recorded."""
@@ -263,7 +299,7 @@ class Trainer:
         if bad_step >= 0:
             values = jax.device_get(state.nonfinite_values)
             shown = ", ".join(
-                f"{k}={v:.4g}" for k, v in zip(METRICS[self.experiment.family], values, strict=True)
+                f"{k}={v:.4g}" for k, v in zip(self.experiment.family.metrics, values, strict=True)
             )
             raise Diverged(
                 f"non-finite loss or gradient at step {bad_step + 1} ({shown}); the newest "
@@ -311,7 +347,7 @@ class Trainer:
     def run(self):
         """Trains to num_steps, resuming from the newest checkpoint in the workdir.
 
-        Returns the final model state (GANState | VAEState). On SIGTERM it saves a
+        Returns the final model state (the family's). On SIGTERM it saves a
         checkpoint at the current step and returns early.
         """
         c = self.config
@@ -333,13 +369,11 @@ class Trainer:
         if writer is not None and step < c.num_steps:  # the last step always samples
             self.compile_sampler(self.parallel.unreplicate(state).model)
         train_key = jax.random.fold_in(self.key, 0)
+        schedule = Schedule(c, writes_pictures=writer is not None)
 
         def save(step, state):
             data_state = None if c.data.on_device else self._host_iterator().get_state()
             checkpoints.save(step, state, data_state)
-
-        def until(every):
-            return every - step % every if every else c.num_steps
 
         bar = tqdm(
             total=c.num_steps,
@@ -353,26 +387,15 @@ class Trainer:
         try:
             with Preemption() as preemption:
                 while step < c.num_steps:
-                    length = min(
-                        c.steps_per_call,
-                        c.num_steps - step,
-                        until(c.log_every),
-                        until(c.sample_every),
-                        until(c.checkpoint_every),
-                        until(c.eval_every),
-                    )
+                    length = schedule.call_length(step)
                     data = self._data_for(length)
                     with jax.transfer_guard_device_to_host("disallow"):
                         state, metrics = self.chunk(length)(state, data, train_key)
                     step += length
                     bar.update(length)
-                    final = step == c.num_steps
-                    log_now = _due(step, c.log_every) or final
-                    sample_now = writer is not None and (_due(step, c.sample_every) or final)
-                    eval_now = _due(step, c.eval_every)
-                    save_now = _due(step, c.checkpoint_every) or final
+                    due = schedule.events(step)
                     stop_now = preemption.reached(step)
-                    if log_now:
+                    if due.log:
                         values = jax.device_get(self.parallel.unreplicate(metrics))
                         values = {k: float(v) for k, v in values.items()}
                         now = time.perf_counter()
@@ -381,16 +404,16 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
                         if writer:
                             writer.scalars(step, values)
-                    if not (log_now or sample_now or eval_now or save_now or stop_now):
+                    if not (due or stop_now):
                         continue
                     host = self.parallel.unreplicate(state)  # once per event step (pmap slices)
-                    if log_now or save_now or stop_now:  # before any save of a diverged state
+                    if due.log or due.save or stop_now:  # before any save of a diverged state
                         self._check_finite(host)
-                    if sample_now:
+                    if due.sample:
                         writer.picture(step, self.sample_picture(host.model))
-                    if eval_now:
+                    if due.evaluate:
                         self._evaluate(step, host.model, writer)
-                    if save_now or stop_now:  # one save when both fall on this step
+                    if due.save or stop_now:  # one save when both fall on this step
                         save(step, host)
                     if stop_now:
                         log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)

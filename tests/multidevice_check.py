@@ -24,7 +24,9 @@ BATCH, LENGTH, CALLS = 16, 3, 2
 
 def small_config(family: str):
     """Plain SGD: unlike Adam it is not invariant to the gradients' scale, so a missing or
-    doubled average over devices (DESIGN.md, fact 1) shows up in the parameters."""
+    doubled average over devices shows up in the parameters (with shard_map's default
+    check_vma=True, gradients of replicated params come back already summed over devices, so
+    a pmean on top would scale them by the device count)."""
     c = base_config()
     c.optim.name = "sgd"
     if family == "gan":  # BatchNorm in both networks, two critic updates per step
@@ -39,7 +41,7 @@ def small_config(family: str):
 
 
 def final_params(config, devices, mode, on_device, dataset):
-    exp = experiment.build(config, dataset["image"].shape[1:])
+    exp = experiment.build(config, "image", dataset["image"].shape[1:])
     par = DataParallel(mode, devices)
     fn = make_chunk(exp.step(), LENGTH, on_device, exp.data_per_step, BATCH)
     chunk = par.compile(fn, data_sharded=not on_device, batch_axis=2)
@@ -92,7 +94,9 @@ def main():
                     "moved": max_violation(
                         ref,
                         jax.device_get(
-                            experiment.build(config, (28, 28, 1)).init_state(jax.random.PRNGKey(0))
+                            experiment.build(config, "image", (28, 28, 1)).init_state(
+                                jax.random.PRNGKey(0)
+                            )
                         ),
                     ),
                     "metrics_violation": max_violation(got_m, ref_m, rtol=1e-4, atol=1e-5),

@@ -19,7 +19,7 @@ from conftest import ROOT, run_cli
 from PIL import Image
 
 from genjax import cli
-from genjax.config import ConfigError, base_config
+from genjax.config import ConfigError, base_config, resolve
 from genjax.experiment import load_config
 from genjax.logs import check_writable
 from genjax.sampling import write_samples
@@ -73,7 +73,11 @@ BAD_TRAIN_FLAGS = {
     "unknown data set": (["--config.data.train=cifar11"], ["cifar11", "mnist5k"]),
     "missing npz": (["--config.data.train=npz:/no/such/file.npz"], ["/no/such/file.npz"]),
     "missing idx dir": (["--config.data.train=idx:/no/such/dir"], ["/no/such/dir"]),
-    "shape the model cannot take": (["--config.model.name=dcgan"], ["dcgan", "(2,)"]),
+    "shape the model cannot take": (  # =None: fields dcgan does not read
+        ["--config.model.name=dcgan", "--config.model.hidden=None", "--config.model.depth=None"],
+        ["dcgan", "(2,)"],
+    ),
+    "None for a shared field": (["--config.num_steps=None"], ["num_steps", "model.*"]),
     "unknown loss": (["--config.gan.loss=wasserstein"], ["wasserstein", "hinge"]),
     "missing config file": (None, ["no_such_config"]),
     "config file that fails": ("config file that fails", ["no_such_module"]),
@@ -87,6 +91,11 @@ BAD_TRAIN_FLAGS = {
     "data set over max_on_device_mb": (["--config.data.max_on_device_mb=0"], ["max_on_device_mb"]),
     "pack does not divide the batch": (["--config.gan.pack=3"], ["gan.pack=3", "batch_size"]),
     "npz path is a directory": (["--config.data.train=npz:/tmp"], ["/tmp"]),
+    "a model field the model does not read": (
+        ["--config.model.features=8"],
+        ["config.model.features", "toy_mlp", "model.{depth, hidden, z_dim}"],
+    ),
+    "another family's field": (["--config.vae.beta=2"], ["config.vae.beta", "gan.{"]),
     "unknown scheme": (["--config.data.train=s3:bucket/x"], ["s3:bucket/x", "folder:DIR"]),
     "malformed flag": (["--config.num_steps"], ["num_steps"]),
     "stray argument": (["extra"], ["extra"]),
@@ -107,6 +116,40 @@ def test_train_rejects_bad_input(tmp_path, case):
         args = [*TRAIN, "--workdir", workdir, *flags]
     assert_user_error(run_cli(*args), *words)
     assert not workdir.exists()
+
+
+def test_a_config_file_that_sets_a_field_its_model_does_not_read(tmp_path):
+    config = tmp_path / "conv.py"
+    config.write_text(
+        "from configs import vae_conv_mnist\n\n\ndef get_config():\n"
+        "    c = vae_conv_mnist.get_config()\n    c.model.hidden = 256\n    return c\n"
+    )
+    args = ["train.py", "--config", config, "--workdir", tmp_path / "run"]
+    assert_user_error(run_cli(*args), "config.model.hidden", "vae_conv", "features")
+    assert not (tmp_path / "run").exists()
+
+
+def test_none_unsets_model_and_family_fields_only(monkeypatch):
+    from configs import gan_ring8
+
+    monkeypatch.setattr(cli, "UNSET_FIELDS", ["model.hidden", "model.depth"])
+    c = gan_ring8.get_config()
+    c.model.name = "dcgan"
+    with pytest.raises(ConfigError, match="model.depth, config.model.hidden"):
+        resolve(c)
+    assert resolve(cli.unset_fields(c)).model.to_dict() == {
+        "name": "dcgan", "z_dim": 2, "features": 64, "d_norm": "batch",
+        "hidden": None, "depth": None, "ar_kernel": None, "ar_hidden": None,
+    }  # fmt: skip
+    monkeypatch.setattr(cli, "UNSET_FIELDS", ["optim.lr"])
+    with pytest.raises(ConfigError, match="optim.lr=None"):
+        cli.unset_fields(c)
+
+
+def test_evaluate_help_lists_its_flags():
+    r = run_cli("-m", "genjax.evaluate", "--help")  # absl's --help exits 1
+    for flag in ("--workdir", "--num_samples", "--nll_k", "--max_test", "--inception_weights"):
+        assert flag in r.stdout, r.stdout
 
 
 def test_url_workdir_is_refused():
@@ -181,7 +224,7 @@ def test_sample_rejects_bad_input(ring_workdir, tmp_path):
         (["--workdir", ring_workdir, "--out", tmp_path / "no" / "a.png"], ["no such directory"]),
         (
             ["--workdir", ring_workdir, "--out", tmp_path / "a.png", "--mode", "reconstruct"],
-            ["vae"],
+            ["reconstruct", "valid: samples, scatter"],
         ),
         (["--workdir", ring_workdir, "--out", tmp_path / "a.png", "--mode", "dream"], ["mode"]),
         (["--workdir", ring_workdir, "--out", tmp_path / "a.png", "--num", "0"], ["num"]),
@@ -475,9 +518,9 @@ def test_load_config_fills_in_keys_an_older_config_json_lacks(tmp_path):
     del old["gan"], old["optim"]
     old["model"]["z_dim"] = 7
     (tmp_path / "config.json").write_text(json.dumps(old))
-    config = load_config(tmp_path)
+    config = resolve(load_config(tmp_path))
     assert config.model.z_dim == 7
-    assert config.gan.pack == 1 and config.optim.name == "adam"  # base_config's defaults
+    assert config.gan.pack == 1 and config.optim.name == "adam"  # today's defaults
 
 
 def test_load_config_of_a_truncated_config_json_is_a_user_error(tmp_path):

@@ -212,7 +212,7 @@ def test_the_torch_reference_trains_networks_of_genjax_shapes(name):
     config = throughput.load_config(name, throughput.parse_args([]))
     experiment = throughput.trainer_for(config, None).experiment
     state = jax.eval_shape(experiment.init_state, jax.random.PRNGKey(0))
-    if experiment.family == "gan":
+    if experiment.family.name == "gan":
         ours = state.g_params, state.d_params
     else:
         ours = state.params["encoder"], state.params["decoder"]

@@ -35,7 +35,7 @@ def small_config(name: str, dtype: str):
 def train(name: str, dtype: str):
     """(initial state, final state, per-call metrics) of CALLS x LENGTH steps from seed 0."""
     images = np.random.default_rng(0).integers(0, 256, (256, 28, 28, 1), dtype=np.uint8)
-    exp = experiment.build(small_config(name, dtype), images.shape[1:])
+    exp = experiment.build(small_config(name, dtype), "image", images.shape[1:])
     par = DataParallel("shard_map")
     fn = make_chunk(exp.step(), LENGTH, True, exp.data_per_step, BATCH)
     chunk = par.compile(fn, data_sharded=False, batch_axis=2)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -112,6 +113,32 @@ def test_vae_on_another_test_set_gets_likelihoods_and_classifier_metrics(
     assert eval_rows(vae_workdir) == [row]
 
 
+def write_idx(path, array):
+    """A minimal uint8 IDX file: magic 0 0 8 ndim, big-endian uint32 dimensions, the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def test_vae_on_an_idx_folder_of_only_t10k_files(vae_workdir, classifier_dir, tmp_path):
+    from genjax.data import load_source
+
+    digits = load_source("mnist5k", "test").to_arrays()
+    folder = tmp_path / "t10k"
+    folder.mkdir()
+    write_idx(folder / "t10k-images-idx3-ubyte", digits["image"][::20, ..., 0])  # 25 of 28x28
+    write_idx(folder / "t10k-labels-idx1-ubyte", digits["label"][::20])
+    workdir = tmp_path / "run"
+    shutil.copytree(vae_workdir, workdir, ignore=shutil.ignore_patterns("eval.jsonl"))
+    row, _ = evaluate(
+        workdir,
+        "--num_samples", "32", "--nll_k", "5", "--max_test", "25",
+        f"--config.data.test=idx:{folder}",
+        f"--config.eval.classifier_dir={classifier_dir}",
+    )  # fmt: skip
+    assert row["settings"]["test_data"] == f"idx:{folder}"
+    assert np.isfinite(row["test_nll"]) and np.isfinite(row["fd_classifier"])
+
+
 def assert_one_line_error(result, *words):
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr
@@ -181,22 +208,19 @@ def test_sample_batches_draw_from_their_own_keys(monkeypatch):
     """generate() folds the batch index into the key: 10 samples in batches of 4 are 3 draws."""
     import jax
 
-    from genjax import experiment, sampling
+    from genjax import experiment
     from genjax.config import base_config
     from genjax.metrics import evaluate as evaluate_lib
 
     c = base_config()  # toy_mlp, a 2-D GAN
     c.model.hidden, c.model.depth = 8, 1
-    exp = experiment.build(c, (2,))
+    exp = experiment.build(c, "point", (2,))
     state = exp.init_state(jax.random.PRNGKey(0))
     monkeypatch.setattr(evaluate_lib, "SAMPLE_BATCH", 4)
     key = jax.random.PRNGKey(1)
     got = evaluate_lib.generate(exp, state, key, 10)
     assert got.shape == (10, 2) and len(np.unique(got, axis=0)) == 10
-    draws = [
-        sampling.samples(exp.models, state, jax.random.fold_in(key, i), 4, c.model.z_dim)
-        for i in range(3)
-    ]
+    draws = [exp.sample(state, jax.random.fold_in(key, i), 4) for i in range(3)]
     np.testing.assert_allclose(got, np.concatenate(draws)[:10], rtol=1e-5, atol=1e-6)
 
 
@@ -209,6 +233,7 @@ def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
     from genjax import sampling
     from genjax.config import base_config
     from genjax.data.arrays import ArraySource
+    from genjax.data.kinds import KINDS
     from genjax.metrics import classes, classifier, features
     from genjax.metrics import evaluate as evaluate_lib
 
@@ -244,7 +269,9 @@ def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
         return class_metrics(predicted, data_labels, num_classes)
 
     monkeypatch.setattr(classes, "class_metrics", recording_class_metrics)
-    exp = SimpleNamespace(config=base_config(), family="gan", models=None)
+    exp = SimpleNamespace(
+        config=base_config(), kind=KINDS["image"], test_metrics=lambda *args, **kwargs: {}
+    )
     out = evaluate_lib.evaluate(exp, None, train, test, num_samples=20, max_test=6, seed=3)
 
     assert len(references) == 2

@@ -13,6 +13,7 @@ from scipy.stats import multivariate_normal
 
 from genjax.config import ConfigError, base_config
 from genjax.data import MIXTURES
+from genjax.families.vae import importance_functions
 from genjax.metrics import classes, classifier, features, inception, nll, toy
 
 
@@ -368,7 +369,7 @@ def test_a_gaussian_vae_is_scored_on_unbinarised_images(monkeypatch):
     c = base_config()
     c.model.name, c.model.hidden, c.model.depth, c.model.z_dim = "vae_mlp", 16, 1, 2
     c.vae.likelihood, c.vae.binarize = "gaussian", True  # binarize is for Bernoulli VAEs only
-    exp = experiment.build(c, (4, 4, 1))
+    exp = experiment.build(c, "image", (4, 4, 1))
     state = exp.init_state(jax.random.PRNGKey(0))
     images = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 1), dtype=np.uint8)
 
@@ -376,8 +377,8 @@ def test_a_gaussian_vae_is_scored_on_unbinarised_images(monkeypatch):
         raise AssertionError("a Gaussian VAE's test images were binarised")
 
     monkeypatch.setattr(nll, "binarize", refuse)
-    got = nll.vae_test_metrics(exp.models, state, c, images, k=8, seed=2)
-    encode, log_weight = nll.vae_functions(exp.models, "gaussian")
+    got = exp.test_metrics(state, {"image": images}, k=8, seed=2)
+    encode, log_weight = importance_functions(exp.models, "gaussian")
     log_px, elbo = nll.estimate_log_likelihood(
         encode, log_weight, state, images / 255.0, k=8, seed=3
     )
@@ -671,10 +672,10 @@ def test_autoregressive_log_weights_computed_once_per_example_equal_the_direct_o
 
     c = base_config()
     c.model.name, c.model.hidden, c.model.z_dim, c.model.ar_kernel = "vae_mlp", 16, 3, 3
-    exp = experiment.build(c, (6, 5, 1))
+    exp = experiment.build(c, "image", (6, 5, 1))
     state = exp.init_state(jax.random.PRNGKey(0))
     state = state.replace(params=jax.tree.map(lambda p: p + 0.2, state.params))
-    encode, log_weight = nll.vae_functions(exp.models, "bernoulli")
+    encode, log_weight = importance_functions(exp.models, "bernoulli")
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.uniform(size=(3, 6, 5, 1)) < 0.5, jnp.float32)
     mean, logvar = encode(state, x)

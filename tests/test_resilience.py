@@ -22,7 +22,6 @@ from genjax import checkpoint
 from genjax.config import ConfigError
 from genjax.experiment import restore
 from genjax.logs import MetricWriter
-from genjax.steps import new_train_state
 
 RING = ("train.py", "--config", "configs/gan_ring8.py")
 
@@ -200,7 +199,7 @@ def test_no_checkpoint_is_set_aside_when_none_restores(ring20, tmp_path):
     workdir = copy_of(ring20, tmp_path)
     before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
     run = restore(workdir)
-    template = new_train_state(run.state, run.experiment.family)
+    template = run.experiment.new_train_state(run.state)
     other_model = jax.tree.map(lambda x: jnp.zeros((3, *x.shape), x.dtype), template)
     checkpoints = checkpoint.Checkpoints(workdir / "checkpoints")
     with pytest.raises(ValueError, match="not compatible"):

@@ -16,12 +16,23 @@ SHAPE, Z_DIM = (8, 8, 1), 6
 
 
 def trained_like(name: str, likelihood: str = "bernoulli"):
-    """(models, initial state) of a small image model."""
+    """(experiment, initial state) of a small image model."""
     c = base_config()
     c.model.name, c.model.z_dim, c.model.hidden = name, Z_DIM, 16
-    c.vae.likelihood = likelihood
-    exp = experiment.build(c, SHAPE)
-    return exp.models, exp.init_state(jax.random.PRNGKey(0))
+    if name.startswith("vae"):
+        c.vae.likelihood = likelihood
+    exp = experiment.build(c, "image", SHAPE)
+    return exp, exp.init_state(jax.random.PRNGKey(0))
+
+
+def _latents_as_output(monkeypatch):
+    """The GAN family's decode replaced by the identity on z, and a config of Z_DIM latents."""
+    from types import SimpleNamespace
+
+    from genjax.families import GAN
+
+    monkeypatch.setattr(GAN, "decode", lambda config, models, state, z, key: z)
+    return GAN, SimpleNamespace(model=SimpleNamespace(z_dim=Z_DIM))
 
 
 def test_to_uint8_rounds_and_clips():
@@ -35,11 +46,15 @@ def test_to_uint8_rounds_and_clips():
 def test_decode_shows_each_models_mean_in_the_unit_range(name, likelihood):
     """GAN: tanh outputs in [-1, 1] mapped to [0, 1]; VAE: the likelihood's mean (Bernoulli
     probabilities; Gaussian means, the first C of the decoder's 2C channels, clipped)."""
-    models, state = trained_like(name, likelihood or "bernoulli")
-    z = jax.random.normal(jax.random.PRNGKey(1), (5, Z_DIM))
-    network = models[0] if name == "gan_mlp" else models[1]
-    raw = network.apply(sampling.generator_variables(state), z, train=False)
-    shown = sampling.decode(models, state, z, likelihood or "bernoulli")
+    exp, state = trained_like(name, likelihood or "bernoulli")
+    key = jax.random.PRNGKey(1)
+    z = jax.random.normal(jax.random.split(key)[0], (5, Z_DIM))  # as Family.sample draws it
+    if name == "gan_mlp":
+        variables = {"params": state.g_params, "batch_stats": state.g_stats}
+    else:
+        variables = {"params": state.params["decoder"], "batch_stats": {}}
+    raw = exp.models[0 if name == "gan_mlp" else 1].apply(variables, z, train=False)
+    shown = exp.sample(state, key, 5)
     assert shown.shape == (5, *SHAPE)
     if name == "gan_mlp":
         assert raw.min() < 0  # so that a missing map to [0, 1] shows
@@ -53,8 +68,8 @@ def test_decode_shows_each_models_mean_in_the_unit_range(name, likelihood):
 
 
 def test_interpolation_rows_are_straight_lines_between_two_latents(monkeypatch):
-    monkeypatch.setattr(sampling, "decode", lambda models, state, z, likelihood, key: z)
-    z = np.asarray(sampling.interpolations(None, None, jax.random.PRNGKey(2), 3, Z_DIM, 8))
+    family, config = _latents_as_output(monkeypatch)
+    z = np.asarray(family.interpolate(config, None, None, jax.random.PRNGKey(2), 3, 8))
     rows = z.reshape(3, 8, Z_DIM)
     t = np.linspace(0, 1, 8)[:, None]
     for row in rows:
@@ -64,14 +79,17 @@ def test_interpolation_rows_are_straight_lines_between_two_latents(monkeypatch):
 
 
 def test_reconstructions_pair_each_image_with_its_decoded_encoding():
-    models, state = trained_like("vae_mlp")
+    from genjax.families.vae import encode_mean
+
+    exp, state = trained_like("vae_mlp")
     images = np.random.default_rng(0).integers(0, 256, (3, *SHAPE), np.uint8)
-    pairs = np.asarray(sampling.reconstructions(models, state, images))
-    x = images / np.float32(255)
-    np.testing.assert_allclose(pairs[0::2], x, rtol=1e-6)
-    mean = sampling.decode(models, state, sampling.encode_mean(models, state, jnp.asarray(x)))
-    np.testing.assert_allclose(pairs[1::2], mean, rtol=1e-5, atol=1e-6)
-    assert not np.allclose(pairs[0::2], pairs[1::2])
+    recon = np.asarray(exp.reconstruct(state, {"image": images}))
+    x = jnp.asarray(images / np.float32(255))
+    mean, _ = exp.models[0].apply({"params": state.params["encoder"]}, x, train=False)
+    np.testing.assert_allclose(mean, encode_mean(exp.models, state, x), rtol=1e-6)
+    logits = exp.models[1].apply({"params": state.params["decoder"]}, mean, train=False)
+    np.testing.assert_allclose(recon, jax.nn.sigmoid(logits), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(recon, x)
 
 
 @pytest.mark.parametrize(
@@ -91,8 +109,8 @@ def test_scatter_plot_draws_y_up_and_skips_nonfinite_points(points):
 def test_interpolation_rows_run_from_one_standard_normal_latent_to_another(monkeypatch):
     # Each row's end points are independent N(0, I) draws: squared norms average z_dim and
     # the two ends are uncorrelated; a line stopped short of its end (t < 1) fails both.
-    monkeypatch.setattr(sampling, "decode", lambda models, state, z, likelihood, key: z)
-    z = sampling.interpolations(None, None, jax.random.PRNGKey(2), 4000, Z_DIM, 8)
+    family, config = _latents_as_output(monkeypatch)
+    z = family.interpolate(config, None, None, jax.random.PRNGKey(2), 4000, 8)
     rows = np.asarray(z).reshape(4000, 8, Z_DIM)
     start, end = rows[:, 0], rows[:, -1]
     for x in (start, end):
@@ -152,11 +170,7 @@ def test_interpolate_is_rows_of_8_steps_from_the_seed(vae_workdir, tmp_path):
     test_sampling.py) from PRNGKey(seed)."""
     out = sampling.write_samples(vae_workdir, tmp_path / "i.npz", 12, seed=3, mode="interpolate")
     run = restore(vae_workdir)
-    config = run.experiment.config
-    expected = sampling.interpolations(
-        run.experiment.models, run.state, jax.random.PRNGKey(3), rows=2,
-        z_dim=config.model.z_dim, steps=8, likelihood=config.vae.likelihood,
-    )  # fmt: skip
+    expected = run.experiment.interpolate(run.state, jax.random.PRNGKey(3), rows=2, steps=8)
     np.testing.assert_array_equal(np.load(out)["samples"], sampling.to_uint8(expected))
     out = sampling.write_samples(vae_workdir, tmp_path / "i.png", 12, seed=3, mode="interpolate")
     with Image.open(out) as image:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from genjax import experiment
-from genjax.config import base_config
+from genjax.config import ConfigError, base_config, resolve
 from genjax.parallel import DataParallel
 from genjax.train import make_chunk
 
@@ -26,7 +26,7 @@ def _ring_experiment():
     c = base_config()
     c.model.name, c.model.hidden = "toy_mlp", 32
     c.batch_size = 32
-    return experiment.build(c, (2,))
+    return experiment.build(c, "point", (2,))
 
 
 def _train_ring(steps_per_call: int, num_steps: int = 20):
@@ -53,7 +53,7 @@ def test_steps_per_call_does_not_change_the_result():
 
 def _poisoned_step(c, data_shape, dataset, poison):
     """One compiled step from a state whose `poison(state)` put a NaN in a weight."""
-    exp = experiment.build(c, data_shape)
+    exp = experiment.build(c, "point" if len(data_shape) == 1 else "image", data_shape)
     par = DataParallel("shard_map")
     state = poison(exp.init_state(jax.random.PRNGKey(0)))
     chunk = par.compile(
@@ -112,7 +112,7 @@ def test_gan_updates_with_nonfinite_losses_are_not_applied_and_are_counted():
 
 
 def test_pack_concatenates_consecutive_examples_along_the_last_axis():
-    from genjax.steps import pack
+    from genjax.families.gan import pack
 
     points = np.arange(12, dtype=np.float32).reshape(6, 2)
     np.testing.assert_array_equal(pack(points, 3), [[0, 1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11]])
@@ -127,7 +127,8 @@ def test_pack_concatenates_consecutive_examples_along_the_last_axis():
 @pytest.mark.parametrize("name", ["toy_mlp", "dcgan"])
 def test_a_packed_gan_trains(name):
     c = base_config()
-    c.model.name, c.model.hidden, c.model.features = name, 16, 8
+    c.model.name = name
+    c.model[("hidden" if name == "toy_mlp" else "features")] = 16 if name == "toy_mlp" else 8
     c.batch_size, c.gan.pack = 8, 4
     shape = (2,) if name == "toy_mlp" else (16, 16, 1)
     data = (
@@ -144,15 +145,20 @@ def test_a_packed_gan_trains(name):
 # ------------------------------------------------ the step maths against plain recomputations
 
 
-def test_to_model_input_scales_images_per_family():
+def test_data_kinds_scale_images_to_each_familys_range_and_back():
     # uint8 -> [-1, 1] for GANs and [0, 1] for VAEs (hand values); points pass through.
-    from genjax.steps import to_model_input
+    from genjax.data.kinds import KINDS
+    from genjax.families import GAN, VAE
 
-    images = {"image": np.array([0, 51, 255], np.uint8)}
-    np.testing.assert_allclose(to_model_input(images, "gan"), [-1.0, -0.6, 1.0], atol=1e-6)
-    np.testing.assert_allclose(to_model_input(images, "vae"), [0.0, 0.2, 1.0], atol=1e-6)
+    image, point = KINDS["image"], KINDS["point"]
+    images = {"image": np.array([0, 51, 255], np.uint8), "label": np.array([1, 2, 3])}
+    gan_in = image.model_input(images, GAN.value_range)
+    np.testing.assert_allclose(gan_in, [-1.0, -0.6, 1.0], atol=1e-6)
+    np.testing.assert_allclose(image.model_input(images, VAE.value_range), [0, 0.2, 1], atol=1e-6)
+    np.testing.assert_allclose(image.from_model(gan_in, GAN.value_range), [0, 0.2, 1], atol=1e-6)
     points = {"point": np.array([[-3.5, 2.0]])}
-    np.testing.assert_array_equal(to_model_input(points, "gan"), [[-3.5, 2.0]])
+    np.testing.assert_array_equal(point.model_input(points, GAN.value_range), [[-3.5, 2.0]])
+    assert image.batch_keys(["image", "label", "filename"]) == ("image", "label")
 
 
 def _learning_rates(tx, n, grad=3.0):
@@ -168,22 +174,23 @@ def _learning_rates(tx, n, grad=3.0):
 def test_gan_learning_rate_schedules_decay_over_each_networks_own_updates():
     # Hand values: lr constant for the first half of the run, then linearly to 0; D makes
     # n_critic updates per step, at d_lr, so its schedule spans n_critic x num_steps updates.
-    from genjax.steps import gan_optimizers
+    from genjax.families.gan import gan_optimizers
 
     c = base_config()
-    c.optim.name, c.optim.lr, c.optim.d_lr, c.optim.decay_from = "sgd", 1.0, 0.5, 0.5
+    c.optim.name, c.optim.lr, c.gan.d_lr, c.optim.decay_from = "sgd", 1.0, 0.5, 0.5
     c.num_steps, c.gan.n_critic = 4, 2
+    c = resolve(c)
     g_tx, d_tx = gan_optimizers(c)
     np.testing.assert_allclose(_learning_rates(g_tx, 4), [1, 1, 1, 0.5], rtol=1e-6)
     d_rates = _learning_rates(d_tx, 8)
     np.testing.assert_allclose(d_rates, [0.5] * 5 + [0.375, 0.25, 0.125], rtol=1e-6)
-    c.optim.d_lr = 0.0  # 0: D at lr
+    c.gan.d_lr = 0.0  # 0: D at lr
     np.testing.assert_allclose(_learning_rates(gan_optimizers(c)[1], 1), [1.0], rtol=1e-6)
 
 
 def test_adam_updates_equal_a_hand_written_adam_with_b1_and_b2():
     # Adam (Kingma & Ba 2015, algorithm 1; eps 1e-8) in numpy, with distinct b1 and b2.
-    from genjax.steps import vae_optimizer
+    from genjax.families.vae import vae_optimizer
 
     c = base_config()
     c.optim.lr, c.optim.b1, c.optim.b2 = 0.1, 0.5, 0.9
@@ -236,8 +243,9 @@ def test_guard_records_the_first_nonfinite_step_with_its_metrics():
         metrics = {"kl": s, "loss": 10 * s, "recon": 100 * s, "skipped": skipped}
         return model.replace(step=model.step + 1), metrics
 
-    guarded = guard_nonfinite(fake_step, "vae")
-    ts = new_train_state(Model(step=jnp.zeros((), jnp.int32)), "vae")
+    names = ("kl", "loss", "recon")
+    guarded = guard_nonfinite(fake_step, names)
+    ts = new_train_state(Model(step=jnp.zeros((), jnp.int32)), names)
     for _ in range(6):
         ts, metrics = guarded(ts, None, None)
     assert int(ts.skipped) == 2 and int(metrics["skipped_updates"]) == 2
@@ -246,11 +254,24 @@ def test_guard_records_the_first_nonfinite_step_with_its_metrics():
 
 
 def test_data_per_step_is_n_critic_for_gans_and_one_for_vaes():
-    from genjax.steps import data_per_step
+    from genjax.families import GAN, VAE
 
     c = base_config()
     c.gan.n_critic = 3
-    assert data_per_step(c, "gan") == 3 and data_per_step(c, "vae") == 1
+    assert GAN.data_per_step(resolve(c)) == 3
+    c.model.name, c.gan.n_critic = "vae_mlp", None
+    assert VAE.data_per_step(resolve(c)) == 1
+
+
+def test_pack_must_divide_the_per_device_batch():
+    from genjax.families import GAN
+
+    c = base_config()
+    c.gan.pack = 3
+    c = resolve(c)
+    GAN.check_batch(c, 6)
+    with pytest.raises(ConfigError, match="gan.pack=3"):
+        GAN.check_batch(c, 8)
 
 
 def test_device_mean_and_per_example_noise_over_a_vmapped_data_axis():
@@ -277,7 +298,7 @@ def _one_device_step(exp, state, batch, key):
 def _one_step_on_random_images(c, shape, seed):
     """(experiment, initial state, the uint8 batch (1, B, *shape), key, new state, metrics)
     of one step of config `c` on random images."""
-    exp = experiment.build(c, shape)
+    exp = experiment.build(c, "image", shape)
     state = exp.init_state(jax.random.PRNGKey(0))
     images = np.random.default_rng(0).integers(0, 256, (1, c.batch_size, *shape), np.uint8)
     key = jax.random.PRNGKey(seed)
@@ -296,8 +317,8 @@ def test_a_wgan_gp_pacgan_step_equals_a_plain_recomputation():
     c.model.name, c.model.hidden, c.model.z_dim = "toy_mlp", 8, 2
     c.batch_size, c.gan.n_critic, c.gan.pack = 4, 2, 2
     c.gan.loss, c.gan.gp_weight = "wgan_gp", 3.0
-    c.optim.name, c.optim.lr, c.optim.d_lr = "sgd", 0.1, 0.05
-    exp = experiment.build(c, (2,))
+    c.optim.name, c.optim.lr, c.gan.d_lr = "sgd", 0.1, 0.05
+    exp = experiment.build(c, "point", (2,))
     state = exp.init_state(jax.random.PRNGKey(0))
     reals = np.random.default_rng(0).normal(size=(2, 4, 2)).astype(np.float32)
     key = jax.random.PRNGKey(7)

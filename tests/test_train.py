@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
-from genjax import objectives, sampling, steps
+from genjax import objectives, sampling
 from genjax.config import ConfigError
 from genjax.data import MIXTURES, load_source
+from genjax.families import GANState, VAEState
 from genjax.train import Preemption, Trainer, check_workdir, train_and_evaluate
 
 
@@ -46,11 +47,7 @@ def test_ring8_gan_captures_most_modes(tmp_path):
     )
     trainer = Trainer(config, tmp_path / "run")
     state = trainer.run()
-    points = np.asarray(
-        sampling.samples(
-            trainer.experiment.models, state, jax.random.PRNGKey(7), 2500, config.model.z_dim
-        )
-    )
+    points = np.asarray(trainer.experiment.sample(state, jax.random.PRNGKey(7), 2500))
     modes, quality = captured_modes(points)
     assert modes >= 6, (modes, quality)
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
@@ -191,11 +188,11 @@ def test_every_config_trains_a_few_steps(tmp_path, name):
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert all(np.isfinite(v) for row in rows for v in row.values())
     assert (tmp_path / "run" / "samples" / "step_00000004.png").exists()
-    family = steps.GANState if name.startswith(("gan", "dcgan")) else steps.VAEState
+    family = GANState if name.startswith(("gan", "dcgan")) else VAEState
     assert isinstance(state, family)
     if name == "gan_grid25":
         return
-    modes = ["interpolate"] + (["reconstruct"] if family is steps.VAEState else [])
+    modes = ["interpolate"] + (["reconstruct"] if family is VAEState else [])
     for mode in modes:  # sample.py's other pictures, as raw images: 12 -> 2 rows of 8, 12 pairs
         out = sampling.write_samples(tmp_path / "run", tmp_path / f"{mode}.npz", 12, mode=mode)
         images = np.load(out)["samples"]

@@ -6,8 +6,6 @@ import re
 
 from genjax.config import ConfigError
 
-VALID_SPECS = "ring8, grid25, mnist5k, tfds:NAME, idx:DIR, npz:FILE, folder:DIR"
-
 
 def one_line(text: str) -> str:
     """Joins the lines of a message (e.g. a library's exception text) so CLIs print one line."""

@@ -9,11 +9,12 @@ sources: the last 10% of 'train').
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Protocol
 
 from genjax.data.arrays import SPLITS, ArraySource, Source
 from genjax.data.embedded import MIXTURES, mixture_splits, mnist5k_splits
-from genjax.data.errors import VALID_SPECS, data_error
+from genjax.data.errors import data_error
 from genjax.data.folder import load_folder
 from genjax.data.idx import load_idx_dir
 from genjax.data.npz import load_npz
@@ -22,6 +23,21 @@ from genjax.data.tfds_source import TfdsSource, open_tfds
 __all__ = ["ArraySource", "Source", "TfdsSource", "load_source", "open_source", "resolve_sources"]
 
 PATH_SCHEMES = {"idx": load_idx_dir, "npz": load_npz, "folder": load_folder}
+PATH_ARGUMENTS = {"idx": "DIR", "npz": "FILE", "folder": "DIR"}
+# Data sets named by a bare word: name -> opener(image_size) -> Splits.
+NAMED_SOURCES: dict[str, Callable[[int], Splits]] = {}
+
+
+def register_source(name: str, opener: Callable[[int], Splits]) -> None:
+    """Adds a data set named by a bare word (`data.train=NAME`): `opener(image_size)` returns
+    its Splits (e.g. an `ArraySplits` of arrays it makes or reads)."""
+    NAMED_SOURCES[name] = opener
+
+
+def _valid_specs() -> str:
+    return ", ".join(
+        [*NAMED_SOURCES, "tfds:NAME", *(f"{s}:{a}" for s, a in PATH_ARGUMENTS.items())]
+    )
 
 
 class Splits(Protocol):
@@ -32,22 +48,25 @@ class Splits(Protocol):
     def select(self, split: str) -> Source: ...
 
 
+for _name in MIXTURES:
+    register_source(_name, lambda image_size, name=_name: mixture_splits(name))
+register_source("mnist5k", mnist5k_splits)
+
+
 def open_source(spec: str, *, image_size: int = 0, data_dir: str = "") -> Splits:
     """Opens the data set named by `spec` (reads in-memory data sets, prepares TFDS ones)."""
     if image_size < 0:
         raise data_error(spec, f"image_size must be >= 0 (0 = native size), got {image_size}")
     scheme, colon, arg = spec.partition(":")
-    if not colon and spec in MIXTURES:
-        return mixture_splits(spec)
-    if not colon and spec == "mnist5k":
-        return mnist5k_splits(image_size)
+    if not colon and spec in NAMED_SOURCES:
+        return NAMED_SOURCES[spec](image_size)
     if colon and scheme == "tfds" and arg:
         return open_tfds(spec, arg, data_dir, image_size)
     if colon and scheme in PATH_SCHEMES and arg:
         return PATH_SCHEMES[scheme](spec, os.path.expanduser(arg), image_size)
     if colon and (scheme == "tfds" or scheme in PATH_SCHEMES):
-        raise data_error(spec, f"{scheme}: needs an argument; valid: {VALID_SPECS}")
-    raise data_error(spec, f"unknown data source; valid: {VALID_SPECS}")
+        raise data_error(spec, f"{scheme}: needs an argument; valid: {_valid_specs()}")
+    raise data_error(spec, f"unknown data source; valid: {_valid_specs()}")
 
 
 def load_source(spec: str, split: str, *, image_size: int = 0, data_dir: str = "") -> Source:
@@ -61,8 +80,9 @@ def resolve_sources(data_config) -> tuple[Source, Source]:
     """(train, test) sources for `config.data`.
 
     With data.test == '' (or the training spec again) the test source is the training data
-    set's test split. Another named test data set gives its own test split if it has one, else
-    all of it (it is not trained on).
+    set's test split. Another named test data set gives its own test split if it has one (a
+    data set of only a test split, e.g. a folder of t10k files, gives that), else all of it (it
+    is not trained on).
     """
     options = {"image_size": data_config.image_size, "data_dir": data_config.data_dir}
     train_data = open_source(data_config.train, **options)

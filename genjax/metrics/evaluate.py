@@ -35,47 +35,30 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from genjax import sampling
-from genjax.data import MIXTURES
+from genjax.data.kinds import kind_of
 from genjax.logs import json_number
-from genjax.metrics import classes, features, nll, toy
+from genjax.metrics import classes, features
 
 SAMPLE_BATCH = 500  # generated samples per compiled call
 
 
 @functools.cache
-def _sampler(models, z_dim: int, likelihood: str, batch: int):
-    return jax.jit(
-        functools.partial(sampling.samples, models, num=batch, z_dim=z_dim, likelihood=likelihood)
-    )
+def _sampler(experiment, batch: int):
+    return jax.jit(functools.partial(experiment.sample, num=batch))
 
 
 def generate(experiment, state, key, num: int) -> np.ndarray:
-    """`num` samples in data space (points, or [0, 1] images), SAMPLE_BATCH per compiled call."""
-    c = experiment.config
+    """`num` samples in data space (e.g. points, or [0, 1] images), SAMPLE_BATCH per compiled
+    call."""
     batch = min(num, SAMPLE_BATCH)
-    draw = _sampler(experiment.models, c.model.z_dim, c.vae.likelihood, batch)
+    draw = _sampler(experiment, batch)
     parts = [np.asarray(draw(state, jax.random.fold_in(key, i))) for i in range(-(-num // batch))]
     return np.concatenate(parts)[:num]
 
 
 def skipped_metrics(config, train_source, inception_weights: str = "") -> dict[str, str]:
     """Why a group of metrics does not apply to this model and data: {group: reason}."""
-    if train_source.kind == "point":
-        if config.data.train not in MIXTURES:
-            return {"modes": f"mode metrics need a known mixture ({', '.join(MIXTURES)})"}
-        return {}
-    reasons = {}
-    if not train_source.num_classes:
-        reasons["classifier"] = (
-            f"data {config.data.train!r} has no labels to train a feature classifier on"
-        )
-    if not inception_weights:
-        reasons["inception"] = (
-            "no Inception weights given (--inception_weights PATH or "
-            "config.eval.inception_weights; see genjax/metrics/inception.py)"
-        )
-    return reasons
+    return kind_of(train_source).skipped_metrics(config, train_source, inception_weights)
 
 
 def _space_metrics(space, real, fake, floor, seed) -> dict:
@@ -132,13 +115,13 @@ def evaluate(
     inception_weights: str = "",
     classifier_dir: str = "",
 ) -> dict:
-    """Flat {metric name: float} for a model state (GANState | VAEState) and its data.
+    """Flat {metric name: float} for a model state and its data: the family's test metrics
+    (e.g. a VAE's NLL), then the data kind's metrics of generated samples.
 
     `max_test` > 0 keeps the first max_test test examples. The same seed gives the same
     samples, binarisation and subsets, so two evaluations of one state agree exactly.
     """
-    config = experiment.config
-    if inception_weights and train_source.kind == "image":
+    if inception_weights:
         from genjax.metrics import inception
 
         inception.cached_variables(inception_weights)  # a bad file fails before any work
@@ -147,32 +130,17 @@ def evaluate(
     class_reference = test.get("label")  # the data's class histogram: the whole test split's
     if max_test:
         test = {name: array[:max_test] for name, array in test.items()}
-    out: dict[str, float] = {}
-    if train_source.kind == "point":
-        if config.data.train in MIXTURES:
-            means, std = MIXTURES[config.data.train]
-            out |= toy.mode_metrics(generate(experiment, state, key, num_samples), means, std)
-        return out
-    if experiment.family == "vae":
-        out |= nll.vae_test_metrics(
-            experiment.models, state, config, test["image"], k=nll_k, seed=seed
-        )
-    fake = sampling.to_uint8(generate(experiment, state, key, num_samples))
-    rng = np.random.default_rng(seed)
-    size = min(num_samples, len(train_source))
-    floor = train_source.take(np.sort(rng.choice(len(train_source), size, replace=False)))
-    if class_reference is None:
-        class_reference = floor.get("label")
-    out |= image_metrics(
-        config,
-        fake,
-        test["image"],
-        floor["image"],
-        class_reference if train_source.num_classes else None,
+    out: dict[str, float] = dict(experiment.test_metrics(state, test, k=nll_k, seed=seed))
+    out |= experiment.kind.sample_metrics(
+        experiment,
+        lambda num: generate(experiment, state, key, num),
+        train_source,
+        test,
+        class_reference=class_reference,
+        num_samples=num_samples,
         seed=seed,
         inception_weights=inception_weights,
-        cdir=classifier_dir,
-        num_classes=train_source.num_classes,
+        classifier_dir=classifier_dir,
     )
     return out
 
@@ -228,6 +196,7 @@ def main(argv) -> None:
             config.update_from_flattened_dict(dict(f["config"].override_values))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"--config override: {e}") from None
+        cli.unset_fields(config)
         e = config.eval
         choose = lambda flag, default: default if flag is None else flag  # noqa: E731
         evaluate_workdir(
@@ -259,6 +228,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("inception_weights", None, "FID Inception weights (.npz), '' = none")
     config_flags.DEFINE_config_dict("config", base_config(), "overrides of DIR/config.json")
     flags.mark_flags_as_required(["workdir"])
+    for name in ("workdir", "num_samples", "nll_k", "max_test", "seed", "inception_weights"):
+        # --help lists the main module's flags: list these under the program that runs
+        flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS[name])
 
 
 def _unknown_config_keys(argv: list[str]) -> list[str]:
@@ -282,7 +254,9 @@ def cli_main() -> None:
     from absl import app
 
     from genjax import cli
+    from genjax.backend import unroll_large_threefry_on_cpu
 
+    unroll_large_threefry_on_cpu()  # as train.py does
     if unknown := _unknown_config_keys(sys.argv[1:]):
         cli.fail(f"unknown config key(s): {', '.join(unknown)}; see genjax/config.py")
     try:

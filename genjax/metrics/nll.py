@@ -19,10 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from genjax import objectives
-from genjax.models.vae import AutoregressiveDecoder
-from genjax.steps import VAEState
-
 MAX_ELEMENTS = 2**24  # data-sized floats per decoder call (rows x pixels)
 
 
@@ -56,41 +52,6 @@ def importance_sampled_estimates(encode, log_weight, params, x, keys, k: int, ch
     start = (jnp.full((batch,), -jnp.inf), jnp.zeros((batch,)))
     (log_sum, weight_sum), _ = lax.scan(body, start, jnp.arange(num_chunks))
     return log_sum - math.log(k), weight_sum / k
-
-
-@functools.cache
-def vae_functions(models, likelihood: str) -> tuple[Callable, Callable]:
-    """(encode, log_weight) of a VAE whose params are a VAEState, in eval mode (cached, so
-    the compiled estimator is reused across calls, e.g. every eval_every steps)."""
-    encoder, decoder = models
-
-    def variables(state: VAEState, part: str) -> dict:
-        return {"params": state.params[part], "batch_stats": state.batch_stats[part]}
-
-    def encode(state, x):
-        return encoder.apply(variables(state, "encoder"), x, train=False)
-
-    def log_weight(state, x, z, mean, logvar):
-        b, samples, z_dim = z.shape
-        flat_z = z.reshape(b * samples, z_dim)
-        d_vars = variables(state, "decoder")
-        if isinstance(decoder, AutoregressiveDecoder):
-            base = decoder.apply(d_vars, flat_z, False, method="base_out")
-            context = decoder.apply(d_vars, x[:, 0], method="context_params")  # once per x
-            out = base.reshape(b, samples, *base.shape[1:]) + context[:, None]
-        else:
-            out = decoder.apply(d_vars, flat_z, train=False)
-            out = out.reshape(b, samples, *out.shape[1:])
-
-        def rows(a):  # (B, S or 1, ...) -> (B * S, ...)
-            return jnp.broadcast_to(a, (b, samples, *a.shape[2:])).reshape(-1, *a.shape[2:])
-
-        lw = objectives.log_importance_weights(
-            rows(out), rows(x), flat_z, rows(mean), rows(logvar), likelihood=likelihood
-        )
-        return lw.reshape(b, samples)
-
-    return encode, log_weight
 
 
 def binarize(images01, seed: int) -> np.ndarray:
@@ -138,20 +99,3 @@ def estimate_log_likelihood(encode, log_weight, params, x, *, k: int, seed: int 
         log_px.append(np.asarray(a)[:real])
         elbo.append(np.asarray(b)[:real])
     return np.concatenate(log_px), np.concatenate(elbo)
-
-
-def vae_test_metrics(models, state, config, images_uint8, *, k: int, seed: int = 0) -> dict:
-    """`test_nll` (-log p(x), k importance samples) and `test_neg_elbo`, in nats per example.
-
-    Images are scaled to [0, 1] as in training; a Bernoulli VAE trained with dynamic
-    binarisation is scored on one binarisation of the test set drawn with `seed`. The ELBO
-    is the beta = 1 bound, whatever `vae.beta` the model was trained with. With a Gaussian
-    likelihood both are densities of [0, 1]-scaled pixels (no dequantisation), so they can be
-    negative and are not comparable with discrete likelihoods or bits per dimension.
-    """
-    x = np.asarray(images_uint8, np.float32) / 255.0
-    if config.vae.likelihood == "bernoulli" and config.vae.binarize:
-        x = binarize(x, seed)
-    encode, log_weight = vae_functions(models, config.vae.likelihood)
-    log_px, elbo = estimate_log_likelihood(encode, log_weight, state, x, k=k, seed=seed + 1)
-    return {"test_nll": float(-np.mean(log_px)), "test_neg_elbo": float(-np.mean(elbo))}

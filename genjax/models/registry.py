@@ -1,4 +1,8 @@
-"""Config names -> model builders: a new model is one module and one line in `MODELS`."""
+"""Config names -> model builders: a new model is one module and one line in `MODELS`.
+
+Each entry holds the model's family (genjax.families), its builder, and the model.* config
+fields it reads with their defaults.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genjax.config import ConfigError
+from genjax.families import GAN, VAE, Family
+from genjax.families.vae import LIKELIHOOD_CHANNELS
 from genjax.models import gan, vae
 from genjax.models.layers import square_levels
-
-LIKELIHOOD_CHANNELS = {"bernoulli": 1, "gaussian": 2}  # decoder channels per data channel
 
 
 def _image_shape(name: str, data_shape: tuple) -> tuple[int, int, int]:
@@ -34,102 +38,143 @@ def _square_image_shape(name: str, data_shape: tuple) -> tuple[int, int, int]:
     return data_shape
 
 
-def _gan_mlp(cfg, shape, k, **common):
+def _positive(model_config, *keys: str) -> None:
+    """ConfigError unless each model.KEY is >= 1."""
+    for key in keys:
+        if model_config[key] < 1:
+            raise ConfigError(f"config.model.{key} must be >= 1, got {model_config[key]}")
+
+
+def _gan_mlp(config, shape, **common):
+    cfg = config.model
     shape = _image_shape("gan_mlp", shape)
+    _positive(cfg, "z_dim", "hidden")
     return (
         gan.MLPGenerator(shape, cfg.hidden, depth=1, negative_slope=0.01, squash=True, **common),
         gan.MLPDiscriminator(cfg.hidden, depth=1, negative_slope=0.01, **common),
     )
 
 
-def _dcgan(cfg, shape, k, **common):
+def _dcgan(config, shape, **common):
+    cfg = config.model
     shape = _square_image_shape("dcgan", shape)
+    _positive(cfg, "z_dim", "features")
     if cfg.d_norm not in ("batch", "layer", "none"):
         raise ConfigError(f"config.model.d_norm={cfg.d_norm!r}; valid: batch, layer, none")
+    if config.gan.loss == "wgan_gp" and cfg.d_norm == "batch":
+        raise ConfigError(
+            "gan.loss=wgan_gp needs a discriminator without batch norm (the penalty is "
+            "per example): set --config.model.d_norm=layer or none"
+        )
     return (
         gan.DCGANGenerator(shape, cfg.features, **common),
         gan.DCGANDiscriminator(cfg.features, cfg.d_norm, **common),
     )
 
 
-def _toy_mlp(cfg, shape, k, **common):
+def _toy_mlp(config, shape, **common):
+    cfg = config.model
     if len(shape) != 1:
         raise ConfigError(f"model 'toy_mlp' takes points (D,), e.g. (2,); got {shape}")
+    _positive(cfg, "z_dim", "hidden", "depth")
     return (
         gan.MLPGenerator(shape, cfg.hidden, cfg.depth, negative_slope=0.0, squash=False, **common),
         gan.MLPDiscriminator(cfg.hidden, cfg.depth, negative_slope=0.2, **common),
     )
 
 
-def _vae_mlp(cfg, shape, k, **common):
+def _autoregressive(config, encoder, decoder, dtype):
+    """(encoder, decoder), the decoder wrapped in an AutoregressiveDecoder when
+    model.ar_kernel is set (a K x K causal window, PixelVAE-style)."""
+    kernel = config.model.ar_kernel
+    if not (kernel == 0 or (kernel >= 3 and kernel % 2 == 1)):
+        raise ConfigError(
+            f"config.model.ar_kernel={kernel}; valid: 0 (off) or an odd kernel size >= 3"
+        )
+    _positive(config.model, "ar_hidden")
+    if not kernel:
+        return encoder, decoder
+    return encoder, vae.AutoregressiveDecoder(decoder, kernel, config.model.ar_hidden, dtype=dtype)
+
+
+def _likelihood_channels(config) -> int:
+    return LIKELIHOOD_CHANNELS[config.vae.likelihood]
+
+
+def _vae_mlp(config, shape, **common):
+    cfg = config.model
     shape = _image_shape("vae_mlp", shape)
-    return (
+    _positive(cfg, "z_dim", "hidden", "depth")
+    k = _likelihood_channels(config)
+    return _autoregressive(
+        config,
         vae.MLPEncoder(cfg.z_dim, cfg.hidden, cfg.depth, **common),
         vae.MLPDecoder(shape, k, cfg.hidden, cfg.depth, **common),
+        common["dtype"],
     )
 
 
-def _vae_conv(cfg, shape, k, **common):
+def _vae_conv(config, shape, **common):
+    cfg = config.model
     shape = _square_image_shape("vae_conv", shape)
-    return (
+    _positive(cfg, "z_dim", "features")
+    k = _likelihood_channels(config)
+    return _autoregressive(
+        config,
         vae.ConvEncoder(cfg.z_dim, cfg.features, **common),
         vae.ConvDecoder(shape, k, cfg.features, **common),
+        common["dtype"],
     )
 
 
 class Entry(NamedTuple):
-    """A registered model: its family ('gan' | 'vae') and its builder."""
+    """A registered model: its family, its builder, and the model.* fields it reads with
+    their defaults (a model.* field it does not read is a ConfigError when set)."""
 
-    family: str
+    family: Family
     builder: Callable[..., tuple[nn.Module, nn.Module]]
+    defaults: dict[str, Any]
 
 
+# Keep the defaults of a field the same across models: base_config() types each field once.
+_AUTOREGRESSIVE = {"ar_kernel": 0, "ar_hidden": 32}  # VAE decoders; 0 = a plain decoder
 MODELS: dict[str, Entry] = {
-    "gan_mlp": Entry("gan", _gan_mlp),  # Goodfellow et al. 2014
-    "dcgan": Entry("gan", _dcgan),  # Radford et al. 2016
-    "toy_mlp": Entry("gan", _toy_mlp),  # 2-D mixtures (ring8, grid25)
-    "vae_mlp": Entry("vae", _vae_mlp),  # Kingma & Welling 2013
-    "vae_conv": Entry("vae", _vae_conv),
+    # Goodfellow et al. 2014: one hidden layer of `hidden` units in G and D
+    "gan_mlp": Entry(GAN, _gan_mlp, {"z_dim": 2, "hidden": 128}),
+    # Radford et al. 2016; d_norm: the discriminator's normalisation, batch | layer | none
+    "dcgan": Entry(GAN, _dcgan, {"z_dim": 2, "features": 64, "d_norm": "batch"}),
+    # 2-D mixtures (ring8, grid25)
+    "toy_mlp": Entry(GAN, _toy_mlp, {"z_dim": 2, "hidden": 128, "depth": 2}),
+    # Kingma & Welling 2013
+    "vae_mlp": Entry(VAE, _vae_mlp, {"z_dim": 2, "hidden": 128, "depth": 2, **_AUTOREGRESSIVE}),
+    "vae_conv": Entry(VAE, _vae_conv, {"z_dim": 2, "features": 64, **_AUTOREGRESSIVE}),
 }
 
 
-def family_of(name: str) -> str:
-    """'gan' or 'vae' for a registered model name; ConfigError naming the valid ones otherwise."""
+def register_model(name: str, family: Family, builder: Callable, defaults: dict) -> None:
+    """Adds a model: `builder(config, data_shape, dtype=..., axis_name=...)` returns the
+    family's modules from the resolved config; `defaults` are the model.* fields it reads."""
+    MODELS[name] = Entry(family, builder, dict(defaults))
+
+
+def entry(name: str) -> Entry:
+    """The registry entry of a model name; ConfigError naming the valid ones otherwise."""
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[name].family
+    return MODELS[name]
+
+
+def family_of(name: str) -> Family:
+    """The family of a registered model name; ConfigError naming the valid ones otherwise."""
+    return entry(name).family
 
 
 def build(
-    model_config,
-    data_shape: tuple,
-    *,
-    likelihood: str = "bernoulli",
-    dtype: Any = jnp.float32,
-    axis_name: str | None = None,
+    config, data_shape: tuple, *, dtype: Any = jnp.float32, axis_name: str | None = None
 ) -> tuple[nn.Module, nn.Module]:
-    """(generator, discriminator) for a GAN, (encoder, decoder) for a VAE, from config.model.
-
-    `likelihood` sets the VAE decoder's channels per data channel (bernoulli 1, gaussian 2);
-    `dtype` (a dtype or its name) is the compute dtype; params stay float32.
-    """
-    family_of(model_config.name)
-    if likelihood not in LIKELIHOOD_CHANNELS:
-        raise ConfigError(f"likelihood={likelihood!r}; valid: {', '.join(LIKELIHOOD_CHANNELS)}")
+    """The family's modules ((generator, discriminator) for a GAN, (encoder, decoder) for a
+    VAE) from a resolved config (genjax.config.resolve); `dtype` (a dtype or its name) is the
+    compute dtype, params stay float32."""
     shape = tuple(int(d) for d in data_shape)
-    k = LIKELIHOOD_CHANNELS[likelihood]
-    dtype = jnp.dtype(dtype)
-    models = MODELS[model_config.name].builder(
-        model_config, shape, k, dtype=dtype, axis_name=axis_name
-    )
-    kernel = model_config.ar_kernel
-    if kernel:
-        if family_of(model_config.name) != "vae":
-            raise ConfigError(
-                f"config.model.ar_kernel={kernel} is for VAE decoders; {model_config.name!r} "
-                "is a GAN (set it to 0)"
-            )
-        encoder, decoder = models
-        ar = vae.AutoregressiveDecoder(decoder, kernel, model_config.ar_hidden, dtype=dtype)
-        models = (encoder, ar)
-    return models
+    builder = entry(config.model.name).builder
+    return builder(config, shape, dtype=jnp.dtype(dtype), axis_name=axis_name)

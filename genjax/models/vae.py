@@ -11,10 +11,12 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from genjax.models.layers import DownConv2x, UpConv2x, square_levels
+from genjax.objectives import likelihood_mean
 
 
 def _posterior(h, z_dim: int, dtype: Any):
@@ -41,7 +43,27 @@ class MLPEncoder(nn.Module):
         return _posterior(h, self.z_dim, self.dtype)
 
 
-class MLPDecoder(nn.Module):
+class DecoderCalls:
+    """How the VAE family calls a decoder, the same for every decoder (plain decoders here;
+    AutoregressiveDecoder overrides each): the arguments after the variables, the likelihood's
+    parameters for S latents per example, and the picture of a decoded z."""
+
+    def inputs(self, z, x) -> tuple:
+        """The arguments of apply after the variables, in training (teacher forcing)."""
+        return (z,)
+
+    def importance_params(self, variables, z, x):
+        """Likelihood parameters (B, S, ...) for latents z (B, S, Z) of examples x (B, 1, ...)."""
+        b, samples, z_dim = z.shape
+        out = self.apply(variables, z.reshape(b * samples, z_dim), train=False)
+        return out.reshape(b, samples, *out.shape[1:])
+
+    def mean(self, variables, z, likelihood: str, key):
+        """The likelihood's mean given z, in [0, 1] (`key` is unused: nothing is sampled)."""
+        return likelihood_mean(self.apply(variables, z, train=False), likelihood)
+
+
+class MLPDecoder(DecoderCalls, nn.Module):
     """z -> `depth` x Dense(hidden) + ReLU -> likelihood parameters (B, H, W, C * k)."""
 
     data_shape: tuple[int, int, int]
@@ -77,7 +99,7 @@ class ConvEncoder(nn.Module):
         return _posterior(h.reshape((x.shape[0], -1)), self.z_dim, self.dtype)
 
 
-class ConvDecoder(nn.Module):
+class ConvDecoder(DecoderCalls, nn.Module):
     """z -> dense to s0 x s0 x features * 2**(n-1) + ReLU -> n 2x upsamplings -> C * k channels.
 
     The DCGAN generator's shape (Radford et al. 2016) without BatchNorm or tanh: the last
@@ -177,8 +199,47 @@ class AutoregressiveDecoder(nn.Module):
     def __call__(self, z, x, train: bool):
         return self.base_out(z, train) + self.context_params(x)
 
+    # How the VAE family calls it (genjax.models.vae.DecoderCalls):
 
-def decoder_inputs(decoder: nn.Module, z, x) -> tuple:
-    """The arguments of decoder.apply after the variables: (z,), or (z, x) for an
-    autoregressive decoder, which conditions each pixel on the earlier ones of x."""
-    return (z, x) if isinstance(decoder, AutoregressiveDecoder) else (z,)
+    def inputs(self, z, x) -> tuple:
+        return (z, x)  # each pixel conditions on the earlier pixels of x
+
+    def importance_params(self, variables, z, x):
+        """base_out per latent plus the context of x, computed once per example."""
+        b, samples, z_dim = z.shape
+        base = self.apply(variables, z.reshape(b * samples, z_dim), False, method="base_out")
+        context = self.apply(variables, x[:, 0], method="context_params")
+        return base.reshape(b, samples, *base.shape[1:]) + context[:, None]
+
+    def mean(self, variables, z, likelihood: str, key):
+        """Each pixel's mean given z and the pixels sampled before it (autoregressive_sample)."""
+        return autoregressive_sample(self, variables, z, likelihood, key)[1]
+
+
+def autoregressive_sample(decoder, variables, z, likelihood: str, key):
+    """Ancestral sampling in raster order: pixel n gets the base parameters of z plus those
+    of its causal context in the pixels drawn so far. Returns (the sample, each pixel's mean
+    given z and the pixels before it), both (B, H, W, C); the means are in [0, 1]."""
+    base = decoder.apply(variables, z, False, method="base_out")  # (B, H, W, C * k)
+    b, h, w, ck = base.shape
+    c = ck // 2 if likelihood == "gaussian" else ck
+
+    r = decoder.kernel // 2
+
+    def pixel(n, carry):
+        padded, means = carry  # the sample so far, padded by r for the context windows
+        i, j = n // w, n % w
+        context = causal_window_context(padded, decoder.kernel, i, j)
+        params = base[:, i, j] + decoder.apply(variables, context, method="context_logits")
+        k = jax.random.fold_in(key, n)
+        if likelihood == "gaussian":
+            mean = params[:, :c]
+            value = mean + jnp.exp(params[:, c:]) * jax.random.normal(k, mean.shape)
+        else:
+            mean = jax.nn.sigmoid(params)
+            value = (jax.random.uniform(k, mean.shape) < mean).astype(jnp.float32)
+        return padded.at[:, r + i, r + j].set(value), means.at[:, i, j].set(mean)
+
+    padded = jnp.zeros((b, h + 2 * r, w + 2 * r, c), jnp.float32)
+    padded, means = lax.fori_loop(0, h * w, pixel, (padded, jnp.zeros((b, h, w, c), jnp.float32)))
+    return padded[:, r : r + h, r : r + w], jnp.clip(means, 0.0, 1.0)

@@ -1,0 +1,220 @@
+"""The GAN family (Goodfellow et al. 2014): a generator and a discriminator trained in turn.
+
+One step is `gan.n_critic` discriminator updates, each on a fresh real batch (Gulrajani et
+al. 2017, Algorithm 1), then one generator update. Images are scaled to [-1, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax import lax
+
+from genjax import objectives
+from genjax.config import ConfigError
+from genjax.families.base import Family
+from genjax.parallel import device_mean, per_example_noise
+from genjax.steps import SKIPPED, apply_if_finite, apply_train, init_variables, optimizer
+
+
+@struct.dataclass
+class GANState:
+    step: jax.Array
+    g_params: Any
+    d_params: Any
+    g_stats: Any
+    d_stats: Any
+    g_opt_state: Any
+    d_opt_state: Any
+
+
+def gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
+    """(generator, discriminator) optimisers: the discriminator's at `gan.d_lr` when set."""
+    d_lr = config.gan.d_lr or config.optim.lr
+    return optimizer(config, config.optim.lr), optimizer(config, d_lr, config.gan.n_critic)
+
+
+def pack(x: jax.Array, m: int) -> jax.Array:
+    """PacGAN's packing (Lin et al. 2018): m consecutive examples concatenated along the last
+    (feature or channel) axis, (B, ..., C) -> (B / m, ..., m * C); the identity for m = 1.
+    B must be a multiple of m (GANFamily.check_batch refuses other batches up front)."""
+    if m == 1:
+        return x
+    b, *rest, c = x.shape
+    x = x.reshape(b // m, m, *rest, c)
+    return jnp.moveaxis(x, 1, -2).reshape(b // m, *rest, m * c)
+
+
+class GANFamily(Family):
+    name = "gan"
+    defaults = {
+        "loss": "nonsaturating",  # nonsaturating | minimax | hinge | wgan_gp
+        "n_critic": 1,  # discriminator updates per generator update
+        "gp_weight": 10.0,  # WGAN-GP lambda
+        "pack": 1,  # PacGAN (Lin et al. 2018): D judges `pack` samples at once; 1 = plain GAN
+        "d_lr": 0.0,  # discriminator learning rate; 0 = optim.lr
+    }
+    metrics = ("d_fake", "d_loss", "d_real", "g_loss", "gradient_penalty")
+    value_range = (-1.0, 1.0)
+    modes = frozenset({"interpolate"})
+
+    def check(self, config) -> None:
+        g = config.gan
+        if g.loss not in objectives.ADVERSARIAL_LOSSES:
+            valid = ", ".join(objectives.ADVERSARIAL_LOSSES)
+            raise ConfigError(f"config.gan.loss={g.loss!r}; valid: {valid}")
+        for key in ("n_critic", "pack"):
+            if g[key] < 1:
+                raise ConfigError(f"config.gan.{key} must be >= 1, got {g[key]}")
+        if g.gp_weight < 0 or g.d_lr < 0:
+            raise ConfigError(
+                f"config.gan.gp_weight and config.gan.d_lr must be >= 0, got {g.gp_weight}, "
+                f"{g.d_lr}"
+            )
+
+    def check_batch(self, config, local_batch: int) -> None:
+        if local_batch % config.gan.pack:
+            raise ConfigError(
+                f"config.gan.pack={config.gan.pack} does not divide the per-device batch of "
+                f"{local_batch} (config.batch_size={config.batch_size} over the devices); use "
+                f"a batch_size that is a multiple of pack x devices"
+            )
+
+    def data_per_step(self, config) -> int:
+        return config.gan.n_critic
+
+    def latent_dim(self, config) -> int:
+        return config.model.z_dim
+
+    def init_state(self, config, models, kind, data_shape, key) -> GANState:
+        generator, discriminator = models
+        g_tx, d_tx = gan_optimizers(config)
+        g_key, d_key = jax.random.split(key)
+        g_params, g_stats = init_variables(generator, g_key, jnp.zeros((1, config.model.z_dim)))
+        packed_shape = (*data_shape[:-1], config.gan.pack * data_shape[-1])
+        d_params, d_stats = init_variables(discriminator, d_key, jnp.zeros((1, *packed_shape)))
+        return GANState(
+            step=jnp.zeros((), jnp.int32),
+            g_params=g_params,
+            d_params=d_params,
+            g_stats=g_stats,
+            d_stats=d_stats,
+            g_opt_state=g_tx.init(g_params),
+            d_opt_state=d_tx.init(d_params),
+        )
+
+    def make_step(self, config, models, kind) -> Callable:
+        """One GAN step: `n_critic` discriminator updates, then one generator update.
+
+        With gan.pack = m the discriminator judges packs of m real or m generated examples
+        (PacGAN); the losses average over packs.
+        """
+        generator, discriminator = models
+        m = config.gan.pack
+        g_tx, d_tx = gan_optimizers(config)
+        d_loss_fn, g_loss_fn = objectives.ADVERSARIAL_LOSSES[config.gan.loss]
+        use_penalty = config.gan.loss == "wgan_gp"
+        z_dim = config.model.z_dim
+
+        def latents(key, b):
+            return per_example_noise(jax.random.normal, key, (b, z_dim))
+
+        def discriminator_update(state: GANState, real, key):
+            z_key, gp_key = jax.random.split(key)
+            b = real.shape[0]
+            g_vars = (state.g_params, state.g_stats)
+            fake, g_stats = apply_train(generator, *g_vars, latents(z_key, b))
+            fake = pack(lax.stop_gradient(fake), m)
+            real = pack(real, m)
+
+            def loss_fn(d_params):
+                real_logits, stats = apply_train(discriminator, d_params, state.d_stats, real)
+                fake_logits, stats = apply_train(discriminator, d_params, stats, fake)
+                loss = d_loss_fn(real_logits, fake_logits)
+                penalty = jnp.zeros(())
+                if use_penalty:
+                    eps = per_example_noise(jax.random.uniform, gp_key, (b // m,))
+                    critic = lambda x: apply_train(discriminator, d_params, stats, x)[0]  # noqa: E731
+                    penalty = objectives.gradient_penalty(
+                        critic, real, fake, eps, weight=config.gan.gp_weight
+                    )
+                return loss + penalty, (stats, loss, penalty, real_logits, fake_logits)
+
+            grads, (d_stats, loss, penalty, real_logits, fake_logits) = jax.grad(
+                loss_fn, has_aux=True
+            )(state.d_params)
+            d_params, d_opt_state, (d_stats, g_stats), ok = apply_if_finite(
+                d_tx,
+                device_mean(grads),
+                device_mean(loss + penalty),
+                state.d_params,
+                state.d_opt_state,
+                (d_stats, g_stats),
+                (state.d_stats, state.g_stats),
+            )
+            state = state.replace(
+                d_params=d_params, d_opt_state=d_opt_state, d_stats=d_stats, g_stats=g_stats
+            )
+            metrics = {
+                "d_loss": loss,
+                "gradient_penalty": penalty,
+                "d_real": jnp.mean(jax.nn.sigmoid(real_logits)),
+                "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits)),
+            }
+            return state, (metrics, (~ok).astype(jnp.int32))
+
+        def generator_update(state: GANState, key, b):
+            z = latents(key, b)
+
+            def loss_fn(g_params):
+                fake, g_stats = apply_train(generator, g_params, state.g_stats, z)
+                fake_logits, d_stats = apply_train(
+                    discriminator, state.d_params, state.d_stats, pack(fake, m)
+                )
+                return g_loss_fn(fake_logits), (g_stats, d_stats)
+
+            (loss, (g_stats, d_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.g_params
+            )
+            g_params, g_opt_state, (g_stats, d_stats), ok = apply_if_finite(
+                g_tx,
+                device_mean(grads),
+                device_mean(loss),
+                state.g_params,
+                state.g_opt_state,
+                (g_stats, d_stats),
+                (state.g_stats, state.d_stats),
+            )
+            state = state.replace(
+                g_params=g_params, g_opt_state=g_opt_state, g_stats=g_stats, d_stats=d_stats
+            )
+            return state, ({"g_loss": loss}, (~ok).astype(jnp.int32))
+
+        def step(state: GANState, batch: dict, key) -> tuple[GANState, dict]:
+            reals = kind.model_input(batch, self.value_range)  # (n_critic, b, ...)
+            d_keys = jax.random.split(jax.random.fold_in(key, 0), config.gan.n_critic)
+
+            def critic_body(state, inputs):
+                real, k = inputs
+                return discriminator_update(state, real, k)
+
+            state, (d_metrics, d_skipped) = lax.scan(critic_body, state, (reals, d_keys))
+            key = jax.random.fold_in(key, 1)
+            state, (g_metrics, g_skipped) = generator_update(state, key, reals.shape[1])
+            metrics = device_mean({k: v[-1] for k, v in d_metrics.items()} | g_metrics)
+            skipped = jnp.sum(d_skipped) + g_skipped
+            return state.replace(step=state.step + 1), metrics | {SKIPPED: skipped}
+
+        return step
+
+    def decode(self, config, models, state, z, key):
+        variables = {"params": state.g_params, "batch_stats": state.g_stats}
+        return models[0].apply(variables, z, train=False)
+
+
+GAN = GANFamily()
