@@ -381,3 +381,23 @@ def test_max_on_device_mb_is_in_mebibytes(tmp_path):
         Trainer(config, tmp_path / "a")._on_device_dataset()  # what run() checks first
     config.data.max_on_device_mb = 4
     Trainer(config, tmp_path / "b")._on_device_dataset()  # accepted
+
+
+def test_schedule_ends_each_call_on_the_next_event_and_the_last_step_does_everything():
+    from types import SimpleNamespace
+
+    from genjax.train import Events, Schedule
+
+    c = SimpleNamespace(
+        steps_per_call=10, num_steps=25, log_every=4, sample_every=0, checkpoint_every=6,
+        eval_every=0,
+    )  # fmt: skip
+    schedule, step, lengths = Schedule(c, writes_pictures=True), 0, []
+    while step < c.num_steps:
+        lengths.append(schedule.call_length(step))
+        step += lengths[-1]
+    assert lengths == [4, 2, 2, 4, 4, 2, 2, 4, 1]  # events at 4, 6, 8, 12, 16, 18, 20, 24, 25
+    assert schedule.events(24) == Events(log=True, sample=False, evaluate=False, save=True)
+    assert schedule.events(25) == Events(log=True, sample=True, evaluate=False, save=True)
+    assert not schedule.events(5) and schedule.events(6)
+    assert not Schedule(c, writes_pictures=False).events(25).sample

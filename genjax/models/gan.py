@@ -88,8 +88,9 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator (Radford et al. 2016): n stride-2 convs, LeakyReLU 0.2, one logit.
 
-    Channels double from `features`; `d_norm` ('batch' | 'layer' | 'none') normalises every
-    conv but the first ('layer' is the BatchNorm-free critic of Gulrajani et al. 2017, sec. 4).
+    Channels double from `features`; `d_norm` ('batch' | 'layer' | 'none', checked by the
+    registry's builder) normalises every conv but the first ('layer' is the BatchNorm-free
+    critic of Gulrajani et al. 2017, sec. 4).
     """
 
     features: int = 64
@@ -99,8 +100,6 @@ class DCGANDiscriminator(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        if self.d_norm not in ("batch", "layer", "none"):
-            raise ValueError(f"d_norm={self.d_norm!r}; valid: batch, layer, none")
         _, n = square_levels(x.shape[1])
         h = x
         for i in range(n):
