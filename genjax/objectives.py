@@ -81,6 +81,20 @@ def wasserstein_generator_loss(fake_logits):
     return -jnp.mean(fake_logits)
 
 
+def lsgan_discriminator_loss(real_logits, fake_logits):
+    """1/2 E[(D(x) - 1)^2] + 1/2 E[D(G(z))^2]: the least-squares GAN's discriminator loss with
+    the 0-1 coding a = 0 (fake), b = 1 (real) (Mao et al. 2017, eq. 9). D is the raw score."""
+    real_logits, fake_logits = _f32(real_logits, fake_logits)
+    return 0.5 * jnp.mean(jnp.square(real_logits - 1.0)) + 0.5 * jnp.mean(jnp.square(fake_logits))
+
+
+def lsgan_generator_loss(fake_logits):
+    """1/2 E[(D(G(z)) - 1)^2]: the least-squares GAN's generator loss with c = 1, the label G
+    wants D to give its samples (Mao et al. 2017, eq. 9)."""
+    (fake_logits,) = _f32(fake_logits)
+    return 0.5 * jnp.mean(jnp.square(fake_logits - 1.0))
+
+
 def gradient_penalty(critic_fn: Callable, real, fake, eps, weight: float = 10.0):
     """weight * E[(||grad f(x_hat)||_2 - 1)^2] on random interpolates (Gulrajani 2017, eq. 3).
 
@@ -97,11 +111,25 @@ def gradient_penalty(critic_fn: Callable, real, fake, eps, weight: float = 10.0)
     return weight * jnp.mean(jnp.square(norms - 1.0))
 
 
+def r1_penalty(critic_fn: Callable, real, weight: float):
+    """weight / 2 * E[||grad_x D(x)||^2] at real x: the R1 penalty (Mescheder et al. 2018, eq. 9).
+
+    D(x) is the discriminator's logit. `critic_fn` maps x (B, ...) -> logits (B,). The
+    per-example gradients are one `jax.grad` of sum_b D(x_b): d/dx_b sum_b' D(x_b') = grad D(x_b)
+    only when each logit depends on its own example alone, so the discriminator must have no
+    batch statistics (batch norm in training mode mixes the examples).
+    """
+    (real,) = _f32(real)
+    grads = jax.grad(lambda x: jnp.sum(jnp.asarray(critic_fn(x), jnp.float32)))(real)
+    return 0.5 * weight * jnp.mean(_sum_per_example(jnp.square(grads)))
+
+
 ADVERSARIAL_LOSSES: dict[str, tuple[Callable, Callable]] = {
     "nonsaturating": (discriminator_loss, generator_loss_nonsaturating),
     "minimax": (discriminator_loss, generator_loss_minimax),
     "hinge": (hinge_discriminator_loss, hinge_generator_loss),
     "wgan_gp": (wasserstein_critic_loss, wasserstein_generator_loss),  # + gradient_penalty
+    "lsgan": (lsgan_discriminator_loss, lsgan_generator_loss),
 }
 
 

@@ -75,7 +75,8 @@ def test_hinge_and_wasserstein_hand_values():
 
 def test_adversarial_losses_table():
     """Each config.gan.loss name gives its paper's (D, G) pair, checked by value in float64."""
-    assert set(objectives.ADVERSARIAL_LOSSES) == {"nonsaturating", "minimax", "hinge", "wgan_gp"}
+    names = {"nonsaturating", "minimax", "hinge", "wgan_gp", "lsgan"}
+    assert set(objectives.ADVERSARIAL_LOSSES) == names
     r, f = np.array([1.5, -0.5, 3.0]), np.array([-2.0, 0.25, 1.0])
     log_d = lambda v: -np.log1p(np.exp(-v))  # noqa: E731 - log sigmoid(v) = log D
     log_1md = lambda v: -np.log1p(np.exp(v))  # noqa: E731 - log(1 - sigmoid(v)) = log(1 - D)
@@ -85,6 +86,11 @@ def test_adversarial_losses_table():
         "minimax": (bce_d, log_1md(f).mean()),
         "hinge": (np.maximum(0, 1 - r).mean() + np.maximum(0, 1 + f).mean(), -f.mean()),
         "wgan_gp": (f.mean() - r.mean(), -f.mean()),
+        # Mao et al. 2017, eq. 9 (a = 0, b = c = 1): hand-expanded sums of squares.
+        "lsgan": (
+            0.5 * np.mean((r - 1) ** 2) + 0.5 * np.mean(f**2),
+            0.5 * np.mean((f - 1) ** 2),
+        ),
     }
     for name, (d_loss, g_loss) in objectives.ADVERSARIAL_LOSSES.items():
         got = (float(d_loss(r, f)), float(g_loss(f)))
@@ -166,6 +172,59 @@ def test_gradient_penalty_matches_finite_differences():
     expected = 10.0 * np.mean((np.linalg.norm(fd, axis=1) - 1) ** 2)
     got = penalty(critic, x, x, np.full(6, 0.7, np.float32))
     close(got, expected, 1e-4)
+
+
+# --- R1 penalty ----------------------------------------------------------------------------
+
+R1_W = np.random.default_rng(12).normal(size=(4, 5))
+R1_X = np.random.default_rng(13).normal(size=(3, 4))
+
+
+def r1_critic(x, w):
+    """D(x) = sum_j tanh(x W)_j per example: (B, 4) -> (B,)."""
+    return jnp.sum(jnp.tanh(x @ w), axis=1)
+
+
+def numpy_r1(x, w, weight, grad_fn):
+    """weight / 2 * mean_b ||grad_x D(x_b)||^2 in float64, with the gradient from grad_fn."""
+    return 0.5 * weight * np.mean(np.sum(grad_fn(x, w) ** 2, axis=1))
+
+
+def finite_difference_grad(x, w, h=1e-6):
+    """grad_x sum_j tanh(x W)_j per example by float64 central differences."""
+    f = lambda v: np.sum(np.tanh(v @ w), axis=1)  # noqa: E731
+    grad = np.zeros_like(x)
+    for i in range(x.shape[1]):
+        step = np.zeros(x.shape[1])
+        step[i] = h
+        grad[:, i] = (f(x + step) - f(x - step)) / (2 * h)
+    return grad
+
+
+def test_r1_penalty_matches_finite_differences():
+    got = jax.jit(lambda x, w: objectives.r1_penalty(lambda v: r1_critic(v, w), x, weight=3.0))(
+        R1_X.astype(np.float32), R1_W.astype(np.float32)
+    )
+    expected = numpy_r1(R1_X, R1_W, 3.0, finite_difference_grad)
+    assert expected > 0.1  # a gradient of zero would not test the sum
+    close(got, expected, 1e-4)
+
+
+def test_r1_penalty_differentiates_through_the_critic_parameters():
+    # d/dW of the penalty by float64 central differences on W[1, 2], with the input gradient
+    # of D taken by hand: grad_x sum tanh(x W) = (1 - tanh(x W)^2) W^T.
+    hand_grad = lambda x, w: (1 - np.tanh(x @ w) ** 2) @ w.T  # noqa: E731
+    got = jax.jit(
+        jax.grad(lambda w: objectives.r1_penalty(lambda v: r1_critic(v, w), R1_X, weight=3.0))
+    )(R1_W.astype(np.float32))
+    assert got.shape == R1_W.shape and np.all(np.isfinite(got))
+    h, step = 1e-6, np.zeros_like(R1_W)
+    step[1, 2] = h
+    fd = (
+        numpy_r1(R1_X, R1_W + step, 3.0, hand_grad) - numpy_r1(R1_X, R1_W - step, 3.0, hand_grad)
+    ) / (2 * h)
+    assert abs(fd) > 1e-2
+    close(got[1, 2], fd, 1e-4)
 
 
 # --- VAE -----------------------------------------------------------------------------------
