@@ -177,13 +177,15 @@ def test_batch_norm_averages_statistics_over_axis_name():
 
 
 @pytest.mark.parametrize(
-    "d_norm,norm_params", [("batch", ["BatchNorm_0"]), ("layer", ["LayerNorm_0"]), ("none", [])]
+    "d_norm,norm_params",
+    [("batch", ["BatchNorm_0"]), ("layer", ["LayerNorm_0"]), ("spectral", []), ("none", [])],
 )
 def test_discriminator_norm_choice(d_norm, norm_params):
     _, discriminator = build(model_config("dcgan", d_norm=d_norm), (28, 28, 1))
     variables, _ = abstract_outputs(discriminator, jnp.zeros((BATCH, 28, 28, 1)))
     assert [k for k in variables["params"] if "Norm" in k] == norm_params  # none on conv 1
-    assert ("batch_stats" in variables) == (d_norm == "batch")
+    # BatchNorm's running averages; spectral normalisation's u and sigma
+    assert ("batch_stats" in variables) == (d_norm in ("batch", "spectral"))
 
 
 @pytest.mark.parametrize("name,shape", [("dcgan", (28, 28, 1)), ("vae_mlp", (28, 28, 1))])
@@ -225,8 +227,20 @@ def test_unknown_names_raise_config_error():
         build(model_config("stylegan"), (28, 28, 1))
     with pytest.raises(ConfigError, match="bernoulli, gaussian"):
         build(model_config("vae_mlp", likelihood="poisson"), (28, 28, 1))
-    with pytest.raises(ConfigError, match="batch, layer, none"):
-        build(model_config("dcgan", d_norm="spectral"), (28, 28, 1))
+    with pytest.raises(ConfigError, match="d_norm='group'; valid: batch, layer, spectral, none"):
+        build(model_config("dcgan", d_norm="group"), (28, 28, 1))
+
+
+def test_wgan_gp_takes_every_discriminator_norm_but_batch():
+    def discriminator(d_norm):
+        c = config.base_config()
+        c.model.name, c.model.d_norm, c.gan.loss = "dcgan", d_norm, "wgan_gp"
+        return build(config.resolve(c), (28, 28, 1))[1]
+
+    for d_norm in ("layer", "spectral", "none"):
+        assert discriminator(d_norm).d_norm == d_norm
+    with pytest.raises(ConfigError, match="d_norm=layer, spectral or none"):
+        discriminator("batch")
 
 
 def test_family_of_and_registry_names():
@@ -367,7 +381,7 @@ def test_mlp_gan_equals_a_numpy_forward(name, shape, g_slope, d_slope, depth):
     np.testing.assert_allclose(apply(discriminator, d_vars, x), logits, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("d_norm", ["batch", "layer", "none"])
+@pytest.mark.parametrize("d_norm", ["batch", "layer", "spectral", "none"])
 def test_only_layers_followed_by_batch_norm_have_no_bias(d_norm):
     # DCGAN: G's dense and every upsampling but the last feed a BatchNorm; so does every D
     # conv but the first when d_norm='batch'. All other layers keep their bias.
@@ -433,6 +447,190 @@ def test_dcgan_discriminator_equals_a_lax_forward(d_norm):
     h = leaky(h, 0.2).reshape(BATCH, -1)
     expected = dense(p["Dense_0"], h)[:, 0]
     np.testing.assert_allclose(apply(discriminator, v, x), expected, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------- spectral normalisation (Miyato et al. 2018)
+
+SPECTRAL_SHAPE = (16, 16, 2)  # two convs (2 -> 4 -> 8 channels), then a dense layer
+
+
+def spectral_discriminator(random=True):
+    """(discriminator, variables, x): d_norm='spectral'; with `random`, every param and u
+    ~ N(0, 1), else as initialised."""
+    _, discriminator = build(model_config("dcgan", d_norm="spectral"), SPECTRAL_SHAPE)
+    x = inputs("dcgan", SPECTRAL_SHAPE)[1]
+    variables = jax.jit(lambda k: discriminator.init(k, x, False))(KEY)
+    return discriminator, randomized(variables) if random else variables, x
+
+
+def spectral_layers(variables):
+    """{kernel path: (kernel as a (kh kw in, out) matrix, u, sigma)} of the normalised layers,
+    found by their 'batch_stats' names ('DownConv2x_0/Conv_0/kernel/u', flax's SpectralNorm)."""
+    layers = {}
+    for stats in variables["batch_stats"].values():
+        (path,) = [name[: -len("/u")] for name in stats if name.endswith("/u")]
+        kernel = functools.reduce(lambda d, k: d[k], path.split("/"), variables["params"])
+        kernel = np.asarray(kernel, np.float64)
+        matrix = kernel.reshape(-1, kernel.shape[-1])
+        layers[path] = (matrix, np.asarray(stats[path + "/u"]), np.asarray(stats[path + "/sigma"]))
+    return layers
+
+
+def top_singular_value(matrix):
+    return np.linalg.svd(matrix, compute_uv=False)[0]
+
+
+def power_iteration(matrix, u):
+    """One step of Miyato et al. 2018, Algorithm 1, for W = matrix.T: (new u, sigma)."""
+    v = u @ matrix.T
+    v = v / np.linalg.norm(v)
+    u = v @ matrix
+    u = u / np.linalg.norm(u)
+    return u, (v @ matrix @ u.T)[0, 0]
+
+
+def spectral_forward(params, x, sigmas):
+    """conv -> LeakyReLU 0.2 -> conv -> LeakyReLU 0.2 -> dense by lax, every kernel divided by
+    its layer's sigma; biases as they are."""
+
+    def divided(p, path):
+        return {"kernel": np.asarray(p["kernel"]) / sigmas[path], "bias": p["bias"]}
+
+    h = x
+    for i in range(2):
+        conv = params[f"DownConv2x_{i}"]["Conv_0"]
+        h = leaky(conv_down(h, divided(conv, f"DownConv2x_{i}/Conv_0/kernel")), 0.2)
+    return dense(divided(params["Dense_0"], "Dense_0/kernel"), h.reshape(BATCH, -1))[:, 0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_spectral_discriminator_variables(dtype):
+    # No BatchNorm or LayerNorm; every conv keeps its bias; one u (1, out) and sigma per
+    # normalised kernel, in 'batch_stats'; all float32 whatever the compute dtype.
+    _, discriminator = build(model_config("dcgan", d_norm="spectral"), SPECTRAL_SHAPE, dtype=dtype)
+    variables, logits = abstract_outputs(discriminator, jnp.zeros((BATCH, *SPECTRAL_SHAPE)))
+    assert (logits.shape, logits.dtype) == ((BATCH,), jnp.float32)
+    assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    shapes = jax.tree.map(lambda a: a.shape, variables)
+    conv = lambda c_in, c_out: {"Conv_0": {"kernel": (4, 4, c_in, c_out), "bias": (c_out,)}}  # noqa: E731
+    assert shapes["params"] == {
+        "DownConv2x_0": conv(2, 4),
+        "DownConv2x_1": conv(4, 8),
+        "Dense_0": {"kernel": (4 * 4 * 8, 1), "bias": (1,)},
+    }
+    stats = lambda path, c_out: {f"{path}/u": (1, c_out), f"{path}/sigma": ()}  # noqa: E731
+    assert shapes["batch_stats"] == {
+        "SpectralNorm_0": stats("DownConv2x_0/Conv_0/kernel", 4),
+        "SpectralNorm_1": stats("DownConv2x_1/Conv_0/kernel", 8),
+        "SpectralNorm_2": stats("Dense_0/kernel", 1),
+    }
+
+
+def test_spectral_norm_of_the_initialised_discriminator():
+    # After init (eval mode: u drawn, sigma 1, nothing updated), an eval apply divides each
+    # kernel by the sigma of one power iteration from u: top singular value near 1.
+    discriminator, variables, x = spectral_discriminator(random=False)
+    sigmas = {}
+    for path, (matrix, u, sigma) in spectral_layers(variables).items():
+        assert sigma == 1.0 and np.linalg.norm(u) > 0
+        sigmas[path] = power_iteration(matrix, u)[1]
+        assert 1 - 1e-5 <= top_singular_value(matrix / sigmas[path]) < 1.5, path
+    expected = spectral_forward(variables["params"], x, sigmas)
+    np.testing.assert_allclose(apply(discriminator, variables, x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_spectral_norm_divides_each_kernel_by_its_top_singular_value():
+    # Each apply with update_stats=True is one power iteration from the stored u (Algorithm
+    # 1), whose sigma divides the kernel and is stored; sigma converges to the top singular
+    # value, so the normalised kernels' top singular value goes to 1 (from above: the
+    # estimate is a lower bound).
+    discriminator, variables, x = spectral_discriminator()
+    update = jax.jit(
+        lambda v: discriminator.apply(v, x, True, update_stats=True, mutable=["batch_stats"])
+    )
+    true_sigmas = {
+        path: top_singular_value(m) for path, (m, _, _) in spectral_layers(variables).items()
+    }
+    assert min(true_sigmas.values()) > 3  # N(0, 1) kernels: far from normalised
+    for n in range(1, 31):
+        before = spectral_layers(variables)
+        logits, stats = update(variables)
+        variables = {"params": variables["params"], **stats}
+        sigmas = {}
+        for path, (matrix, u, sigma) in spectral_layers(variables).items():
+            expected_u, expected_sigma = power_iteration(matrix, before[path][1])
+            np.testing.assert_allclose(u, expected_u, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(sigma, expected_sigma, rtol=1e-5)
+            sigmas[path] = sigma
+            normalised = top_singular_value(matrix / sigma)
+            assert normalised >= 1 - 1e-5
+            if n == 1:
+                assert normalised < 1.5, path
+            if n == 30:
+                assert normalised < 1 + 1e-2, path
+        np.testing.assert_allclose(
+            logits, spectral_forward(variables["params"], x, sigmas), rtol=1e-4, atol=1e-4
+        )
+    expected = spectral_forward(variables["params"], x, true_sigmas)
+    np.testing.assert_allclose(logits, expected, rtol=1e-2, atol=1e-2 * np.abs(expected).max())
+
+
+def test_update_stats_false_leaves_u_and_sigma_as_they_were():
+    # The generator's step runs the discriminator with train=True, update_stats=False: the
+    # same forward as the discriminator's step (one power iteration from the stored u), but
+    # u and sigma stay bitwise as they were; eval mode (update_stats defaults to train) too.
+    discriminator, variables, x = spectral_discriminator()
+
+    def run(train, **kwargs):
+        apply_ = lambda v: discriminator.apply(v, x, train, mutable=["batch_stats"], **kwargs)  # noqa: E731
+        return jax.jit(apply_)(variables)
+
+    old = jax.tree.leaves(variables["batch_stats"])
+    logits, kept = run(True, update_stats=False)
+    for a, b in zip(old, jax.tree.leaves(kept["batch_stats"]), strict=True):
+        np.testing.assert_array_equal(b, a)
+    eval_logits, evaluated = run(False)
+    for a, b in zip(old, jax.tree.leaves(evaluated["batch_stats"]), strict=True):
+        np.testing.assert_array_equal(b, a)
+    updated_logits, updated = run(True)  # update_stats=None: as train
+    for a, b in zip(old, jax.tree.leaves(updated["batch_stats"]), strict=True):
+        assert not np.array_equal(b, a)
+    for other in (eval_logits, updated_logits, apply(discriminator, variables, x)):
+        np.testing.assert_allclose(other, logits, rtol=1e-5, atol=1e-6)
+
+
+def test_spectral_discriminator_gradients_equal_a_lax_forward():
+    # Gradients flow through the normalisation (sigma depends on the kernel, u and v do not:
+    # Miyato et al. 2018, sec. 2.2) and through DownConv2x's own gradients.
+    discriminator, variables, x = spectral_discriminator()
+    stats = variables["batch_stats"]
+
+    def ours(params):
+        v = {"params": params, "batch_stats": stats}
+        return discriminator.apply(v, x, True, update_stats=False).sum()
+
+    def normalised(kernel, u):
+        matrix = kernel.reshape(-1, kernel.shape[-1])
+        v = jax.lax.stop_gradient(u @ matrix.T)
+        v = v / jnp.linalg.norm(v)
+        u = jax.lax.stop_gradient(v @ matrix)
+        u = u / jnp.linalg.norm(u)
+        return kernel / (v @ matrix @ u.T)[0, 0]
+
+    def reference(params):
+        h = x
+        for i in range(2):
+            p = params[f"DownConv2x_{i}"]["Conv_0"]
+            u = stats[f"SpectralNorm_{i}"][f"DownConv2x_{i}/Conv_0/kernel/u"]
+            h = conv_down(h, {"kernel": normalised(p["kernel"], u), "bias": p["bias"]})
+            h = jax.nn.leaky_relu(h, 0.2)
+        p, u = params["Dense_0"], stats["SpectralNorm_2"]["Dense_0/kernel/u"]
+        return (h.reshape(BATCH, -1) @ normalised(p["kernel"], u) + p["bias"]).sum()
+
+    got = jax.jit(jax.grad(ours))(variables["params"])
+    expected = jax.jit(jax.grad(reference))(variables["params"])
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
 
 
 def randomized_vae(name, shape):

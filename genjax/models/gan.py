@@ -41,7 +41,11 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """x -> flatten -> `depth` x Dense(hidden) + LeakyReLU -> one logit per example."""
+    """x -> flatten -> `depth` x Dense(hidden) + LeakyReLU -> one logit per example.
+
+    It holds no statistics; `update_stats` is accepted, and ignored, so that a GAN step calls
+    every discriminator alike (see DCGANDiscriminator).
+    """
 
     hidden: int = 128
     depth: int = 1
@@ -50,7 +54,7 @@ class MLPDiscriminator(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, *, update_stats: bool | None = None):
         h = x.reshape((x.shape[0], -1))
         for _ in range(self.depth):
             h = nn.leaky_relu(nn.Dense(self.hidden, dtype=self.dtype)(h), self.negative_slope)
@@ -88,9 +92,24 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """DCGAN discriminator (Radford et al. 2016): n stride-2 convs, LeakyReLU 0.2, one logit.
 
-    Channels double from `features`; `d_norm` ('batch' | 'layer' | 'none', checked by the
-    registry's builder) normalises every conv but the first ('layer' is the BatchNorm-free
-    critic of Gulrajani et al. 2017, sec. 4).
+    Channels double from `features`; `d_norm` ('batch' | 'layer' | 'spectral' | 'none',
+    checked by the registry's builder) says how it is normalised. 'batch' and 'layer' normalise
+    the output of every conv but the first ('layer' is the BatchNorm-free critic of Gulrajani et
+    al. 2017, sec. 4). 'spectral' (Miyato et al. 2018) instead divides the kernel of every conv
+    and of the final dense layer, as a (kh * kw * in, out) matrix, by its largest singular value,
+    estimated by one power iteration per call (their Algorithm 1) with flax's `nn.SpectralNorm`;
+    no other normalisation layer, and every conv keeps its bias.
+
+    The power iteration's vector `u` and estimate `sigma` are held in the 'batch_stats'
+    collection (one `SpectralNorm_i` entry per layer). `__call__(x, train, update_stats=...)`
+    says whether they are written (the collection must then be mutable): None, the default,
+    means `train`. A GAN step runs the discriminator with update_stats=True in the
+    discriminator's update and with train=True, update_stats=False in the generator's, so
+    that the generator's step leaves u and sigma as they were. Every call, eval mode included,
+    normalises by the estimate of one power iteration from the stored `u`, written or not
+    (`sigma` is only a record). `init` stores each kernel already divided by its first
+    estimate (what `nn.SpectralNorm` does). For 'batch', 'layer' and 'none', `update_stats`
+    changes nothing (BatchNorm's running averages follow `train`).
     """
 
     features: int = 64
@@ -99,7 +118,14 @@ class DCGANDiscriminator(nn.Module):
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, *, update_stats: bool | None = None):
+        update_stats = train if update_stats is None else update_stats
+
+        def layer(module, h):
+            if self.d_norm == "spectral":
+                return nn.SpectralNorm(module)(h, update_stats=update_stats)
+            return module(h)
+
         _, n = square_levels(x.shape[1])
         h = x
         for i in range(n):
@@ -110,11 +136,12 @@ class DCGANDiscriminator(nn.Module):
                 dtype=self.dtype,
                 kernel_init=dcgan_init,
             )
-            h = conv(h)
+            h = layer(conv, h)
             if batch_normed:
                 h = batch_norm(train, self.axis_name, self.dtype)(h)
             elif i > 0 and self.d_norm == "layer":
                 h = nn.LayerNorm(reduction_axes=(-3, -2, -1), dtype=self.dtype)(h)
             h = nn.leaky_relu(h, 0.2)
         h = h.reshape((x.shape[0], -1))
-        return nn.Dense(1, dtype=self.dtype, kernel_init=dcgan_init)(h)[:, 0].astype(jnp.float32)
+        logits = layer(nn.Dense(1, dtype=self.dtype, kernel_init=dcgan_init), h)
+        return logits[:, 0].astype(jnp.float32)

@@ -59,12 +59,14 @@ def _dcgan(config, shape, **common):
     cfg = config.model
     shape = _square_image_shape("dcgan", shape)
     _positive(cfg, "z_dim", "features")
-    if cfg.d_norm not in ("batch", "layer", "none"):
-        raise ConfigError(f"config.model.d_norm={cfg.d_norm!r}; valid: batch, layer, none")
+    if cfg.d_norm not in ("batch", "layer", "spectral", "none"):
+        raise ConfigError(
+            f"config.model.d_norm={cfg.d_norm!r}; valid: batch, layer, spectral, none"
+        )
     if config.gan.loss == "wgan_gp" and cfg.d_norm == "batch":
         raise ConfigError(
             "gan.loss=wgan_gp needs a discriminator without batch norm (the penalty is "
-            "per example): set --config.model.d_norm=layer or none"
+            "per example): set --config.model.d_norm=layer, spectral or none"
         )
     return (
         gan.DCGANGenerator(shape, cfg.features, **common),
