@@ -125,6 +125,7 @@ def build(config, kind: str | DataKind, data_shape: tuple) -> Experiment:
         config, tuple(data_shape), dtype=jnp.dtype(config.dtype), axis_name=AXIS
     )
     family = registry.family_of(config.model.name)
+    family.check_data(config, kind, tuple(data_shape))
     return Experiment(config, family, kind, tuple(int(d) for d in data_shape), models)
 
 

@@ -32,10 +32,11 @@ def _variables(params, stats) -> dict:
     return {"params": params, "batch_stats": stats}
 
 
-def apply_train(module: nn.Module, params, stats, *inputs):
-    """Applies a module in train mode; returns (output, updated batch stats)."""
+def apply_train(module: nn.Module, params, stats, *inputs, **options):
+    """Applies a module in train mode (keyword `options` passed on); returns (output, updated
+    batch stats)."""
     out, updates = module.apply(
-        _variables(params, stats), *inputs, train=True, mutable=["batch_stats"]
+        _variables(params, stats), *inputs, train=True, mutable=["batch_stats"], **options
     )
     return out, updates.get("batch_stats", stats)
 

@@ -33,6 +33,8 @@ def small_config(family: str):
         c.model.name, c.model.features, c.model.z_dim = "dcgan", 8, 16
         c.optim.lr = 0.01
         c.gan.n_critic = 2
+        c.gan.augment = "color,translation,cutout"  # per-example values of the global batch
+        c.gan.ema_decay = 0.5
     else:
         c.model.name, c.model.hidden, c.model.z_dim = "vae_mlp", 32, 4
         c.optim.lr = 1e-4  # the ELBO sums over 784 pixels: large gradients

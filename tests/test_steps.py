@@ -438,3 +438,100 @@ def test_a_dcgan_step_threads_batch_norm_statistics_like_a_plain_recomputation()
         _assert_close(getattr(new, field), tree, rtol=1e-4, atol=1e-6, what=field)
     assert not np.allclose(jax.tree.leaves(new.d_stats)[0], jax.tree.leaves(state.d_stats)[0])
     assert int(metrics["skipped"]) == 0
+
+
+# ------------------------------------------- GAN options: LSGAN, lazy R1, EMA, spectral norm
+
+
+def test_an_lsgan_step_with_lazy_r1_and_ema_equals_a_plain_recomputation():
+    # One step by hand with SGD: LSGAN losses, R1 (weight gamma x r1_every) on the steps that
+    # are multiples of r1_every and none on the others, and the EMA of G's new params.
+    c = base_config()
+    c.model.name, c.model.hidden, c.model.z_dim = "toy_mlp", 8, 2
+    c.batch_size, c.gan.loss, c.gan.r1_weight, c.gan.r1_every = 4, "lsgan", 0.5, 3
+    c.gan.ema_decay = 0.9
+    c.optim.name, c.optim.lr, c.gan.d_lr = "sgd", 0.1, 0.05
+    exp = experiment.build(c, "point", (2,))
+    start = exp.init_state(jax.random.PRNGKey(0))
+    start = start.replace(g_ema=jax.tree.map(lambda p: p + 0.3, start.g_params))
+    reals = np.random.default_rng(0).normal(size=(1, 4, 2)).astype(np.float32)
+    key = jax.random.PRNGKey(7)
+    gen, disc = exp.models
+    d = lambda params, x: disc.apply({"params": params}, x, train=False)  # noqa: E731
+    for step, r1_weight in [(0, 1.5), (1, 0.0), (3, 1.5)]:
+        state = start.replace(step=jnp.int32(step))
+        new, metrics = _one_device_step(exp, state, {"point": reals}, key)
+        z_key, _ = jax.random.split(jax.random.split(jax.random.fold_in(key, 0), 1)[0])
+        fake = gen.apply({"params": state.g_params}, jax.random.normal(z_key, (4, 2)), False)
+
+        def d_loss_fn(params):
+            loss = 0.5 * jnp.mean((d(params, reals[0]) - 1) ** 2)
+            loss += 0.5 * jnp.mean(d(params, fake) ** 2)  # noqa: B023
+            grad_x = jax.grad(lambda x: jnp.sum(d(params, x)))(reals[0])
+            return loss + r1_weight / 2 * jnp.mean(jnp.sum(grad_x**2, -1)), loss  # noqa: B023
+
+        (total, d_loss), grads = jax.value_and_grad(d_loss_fn, has_aux=True)(state.d_params)
+        d_params = _sgd(state.d_params, grads, 0.05)
+        z = jax.random.normal(jax.random.fold_in(key, 1), (4, 2))
+
+        def g_loss_fn(g):
+            return 0.5 * jnp.mean((d(d_params, gen.apply({"params": g}, z, False)) - 1) ** 2)  # noqa: B023
+
+        g_params = _sgd(state.g_params, jax.grad(g_loss_fn)(state.g_params), 0.1)
+        np.testing.assert_allclose(metrics["d_loss"], d_loss, rtol=1e-5)
+        np.testing.assert_allclose(metrics["gradient_penalty"], total - d_loss, atol=1e-6)
+        assert (float(metrics["gradient_penalty"]) > 1e-4) == (r1_weight > 0)
+        _assert_close(new.d_params, d_params, rtol=1e-5, atol=1e-6)
+        _assert_close(new.g_params, g_params, rtol=1e-5, atol=1e-6)
+        ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, state.g_ema, g_params)
+        _assert_close(new.g_ema, ema, rtol=1e-5, atol=1e-6)
+
+
+def test_samples_come_from_the_ema_params_when_ema_is_on():
+    c = base_config()
+    c.model.name, c.model.hidden, c.gan.ema_decay = "toy_mlp", 8, 0.5
+    exp = experiment.build(c, "point", (2,))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    state = state.replace(g_ema=jax.tree.map(lambda p: p + 0.5, state.g_params))
+    key = jax.random.PRNGKey(3)
+    z = jax.random.normal(jax.random.split(key)[0], (5, 2))
+    expected = exp.models[0].apply({"params": state.g_ema}, z, train=False)
+    np.testing.assert_allclose(exp.sample(state, key, 5), expected, rtol=1e-6)
+    c.gan.ema_decay = 0.0  # off: no copy kept, samples from the params
+    off = experiment.build(c, "point", (2,))
+    assert off.init_state(jax.random.PRNGKey(0)).g_ema == {}
+
+
+def test_spectral_norm_statistics_change_in_the_discriminators_real_pass_only():
+    # u and sigma after a whole step (one critic update, then the generator's update) are those
+    # of one power iteration in the critic's pass over the real batch, from the old ones.
+    c = base_config()
+    c.model.name, c.model.features, c.model.z_dim, c.model.d_norm = "dcgan", 4, 8, "spectral"
+    c.batch_size = 4
+    exp = experiment.build(c, "image", (16, 16, 1))
+    state = exp.init_state(jax.random.PRNGKey(0))
+    images = np.random.default_rng(0).integers(0, 256, (1, 4, 16, 16, 1), np.uint8)
+    new, _ = _one_device_step(exp, state, {"image": images}, jax.random.PRNGKey(1))
+    real = images[0] / 127.5 - 1.0
+    variables = {"params": state.d_params, "batch_stats": state.d_stats}
+    _, expected = exp.models[1].apply(
+        variables, real, train=True, update_stats=True, mutable=["batch_stats"]
+    )
+    _assert_close(new.d_stats, expected["batch_stats"], rtol=1e-5, atol=1e-6)
+    pairs = zip(jax.tree.leaves(new.d_stats), jax.tree.leaves(state.d_stats), strict=True)
+    moved = [np.abs(a - b).max() for a, b in pairs]
+    assert max(moved) > 1e-4  # the real pass did update them
+
+
+def test_augment_is_for_images_and_r1_for_discriminators_without_batch_norm():
+    c = base_config()
+    c.gan.augment = "translation"
+    with pytest.raises(ConfigError, match="gan.augment='translation' is for images"):
+        experiment.build(c, "point", (2,))
+    c.gan.augment = "flip"
+    with pytest.raises(ConfigError, match="flip"):
+        resolve(c)
+    c = base_config()
+    c.model.name, c.gan.r1_weight = "dcgan", 1.0
+    with pytest.raises(ConfigError, match="r1_weight > 0 needs a discriminator without batch"):
+        experiment.build(c, "image", (16, 16, 1))

@@ -401,3 +401,32 @@ def test_schedule_ends_each_call_on_the_next_event_and_the_last_step_does_everyt
     assert schedule.events(25) == Events(log=True, sample=True, evaluate=False, save=True)
     assert not schedule.events(5) and schedule.events(6)
     assert not Schedule(c, writes_pictures=False).events(25).sample
+
+
+def test_gan_options_resume_bitwise_and_the_ema_is_in_the_checkpoint(tmp_path):
+    # Spectral norm, LSGAN, lazy R1, DiffAugment and the EMA together, on 16x16 images.
+    from genjax.config import base_config
+    from genjax.experiment import restore
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 1), np.uint8)
+    np.savez(tmp_path / "tiny.npz", images=images)
+
+    def config(num_steps):
+        c = base_config()
+        c.model.name, c.model.features, c.model.z_dim, c.model.d_norm = "dcgan", 4, 8, "spectral"
+        c.data.train, c.batch_size = f"npz:{tmp_path / 'tiny.npz'}", 8
+        c.gan.loss, c.gan.r1_weight, c.gan.r1_every = "lsgan", 1.0, 2
+        c.gan.augment, c.gan.ema_decay = "translation,cutout", 0.9
+        c.num_steps, c.steps_per_call, c.checkpoint_every, c.log_every = num_steps, 2, 4, 4
+        c.sample_every = 0
+        return c
+
+    whole = Trainer(config(8), tmp_path / "whole").run()
+    Trainer(config(4), tmp_path / "halves").run()
+    resumed = Trainer(config(8), tmp_path / "halves").run()
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    saved = restore(tmp_path / "whole").state
+    for a, b in zip(jax.tree.leaves(saved.g_ema), jax.tree.leaves(whole.g_ema), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(jax.tree.leaves(whole.g_ema)[0], jax.tree.leaves(whole.g_params)[0])

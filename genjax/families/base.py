@@ -34,6 +34,10 @@ class Family(abc.ABC):
         """ConfigError for a bad value in the family's namespace (called once, resolved)."""
         return None
 
+    def check_data(self, config, kind, data_shape: tuple) -> None:
+        """ConfigError if the family's settings do not suit this kind and shape of data."""
+        return None
+
     def check_batch(self, config, local_batch: int) -> None:
         """ConfigError if the per-device batch does not suit the family's step."""
         return None

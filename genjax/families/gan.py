@@ -1,11 +1,18 @@
 """The GAN family (Goodfellow et al. 2014): a generator and a discriminator trained in turn.
 
 One step is `gan.n_critic` discriminator updates, each on a fresh real batch (Gulrajani et
-al. 2017, Algorithm 1), then one generator update. Images are scaled to [-1, 1].
+al. 2017, Algorithm 1), then one generator update. Images are scaled to [-1, 1]. Options:
+an R1 penalty on real data, lazily every `gan.r1_every` steps (Mescheder et al. 2018; Karras
+et al. 2020), DiffAugment of every discriminator input (Zhao et al. 2020), and an
+exponential moving average of the generator's parameters for sampling and evaluation.
+Discriminators take `update_stats` (see genjax.models.gan): statistics that only the
+discriminator's own update may change (spectral norm's power iteration) are updated in its
+real-data pass alone.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +22,10 @@ import optax
 from flax import struct
 from jax import lax
 
-from genjax import objectives
+from genjax import augment, objectives
 from genjax.config import ConfigError
 from genjax.families.base import Family
-from genjax.parallel import device_mean, per_example_noise
+from genjax.parallel import AXIS, device_mean, local_rows, per_example_noise
 from genjax.steps import SKIPPED, apply_if_finite, apply_train, init_variables, optimizer
 
 
@@ -31,6 +38,11 @@ class GANState:
     d_stats: Any
     g_opt_state: Any
     d_opt_state: Any
+    g_ema: Any = None  # the generator's params averaged over steps ({} when gan.ema_decay = 0)
+
+
+# fold_in tags of the random streams that the options add to a step's keys
+_AUGMENT_REAL, _AUGMENT_FAKE = 101, 102
 
 
 def gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
@@ -53,11 +65,15 @@ def pack(x: jax.Array, m: int) -> jax.Array:
 class GANFamily(Family):
     name = "gan"
     defaults = {
-        "loss": "nonsaturating",  # nonsaturating | minimax | hinge | wgan_gp
+        "loss": "nonsaturating",  # nonsaturating | minimax | hinge | wgan_gp | lsgan
         "n_critic": 1,  # discriminator updates per generator update
         "gp_weight": 10.0,  # WGAN-GP lambda
         "pack": 1,  # PacGAN (Lin et al. 2018): D judges `pack` samples at once; 1 = plain GAN
         "d_lr": 0.0,  # discriminator learning rate; 0 = optim.lr
+        "r1_weight": 0.0,  # gamma of the R1 penalty on real data (Mescheder et al. 2018); 0 = off
+        "r1_every": 1,  # lazy R1: on the steps that are multiples of this, weight x r1_every
+        "ema_decay": 0.0,  # EMA of G's params, used to sample and evaluate; 0 = off
+        "augment": "",  # DiffAugment policy of D's inputs, e.g. 'color,translation,cutout'
     }
     metrics = ("d_fake", "d_loss", "d_real", "g_loss", "gradient_penalty")
     value_range = (-1.0, 1.0)
@@ -71,10 +87,22 @@ class GANFamily(Family):
         for key in ("n_critic", "pack"):
             if g[key] < 1:
                 raise ConfigError(f"config.gan.{key} must be >= 1, got {g[key]}")
-        if g.gp_weight < 0 or g.d_lr < 0:
+        for key in ("gp_weight", "d_lr", "r1_weight"):
+            if g[key] < 0:
+                raise ConfigError(f"config.gan.{key} must be >= 0, got {g[key]}")
+        if g.r1_every < 1:
+            raise ConfigError(f"config.gan.r1_every must be >= 1, got {g.r1_every}")
+        if not 0.0 <= g.ema_decay < 1.0:
             raise ConfigError(
-                f"config.gan.gp_weight and config.gan.d_lr must be >= 0, got {g.gp_weight}, "
-                f"{g.d_lr}"
+                f"config.gan.ema_decay must be in [0, 1) (0 = off), got {g.ema_decay}"
+            )
+        augment.parse_policy(g.augment)
+
+    def check_data(self, config, kind, data_shape) -> None:
+        if config.gan.augment and len(data_shape) != 3:
+            raise ConfigError(
+                f"config.gan.augment={config.gan.augment!r} is for images (H, W, C); this data "
+                f"is {kind.name} {data_shape}: set it to ''"
             )
 
     def check_batch(self, config, local_batch: int) -> None:
@@ -106,6 +134,7 @@ class GANFamily(Family):
             d_stats=d_stats,
             g_opt_state=g_tx.init(g_params),
             d_opt_state=d_tx.init(d_params),
+            g_ema=g_params if config.gan.ema_decay > 0 else {},
         )
 
     def make_step(self, config, models, kind) -> Callable:
@@ -120,34 +149,62 @@ class GANFamily(Family):
         d_loss_fn, g_loss_fn = objectives.ADVERSARIAL_LOSSES[config.gan.loss]
         use_penalty = config.gan.loss == "wgan_gp"
         z_dim = config.model.z_dim
+        g = config.gan
+        policy = augment.parse_policy(g.augment)
 
         def latents(key, b):
             return per_example_noise(jax.random.normal, key, (b, z_dim))
+
+        def augmented(x, key):
+            """DiffAugment of a batch, with values drawn for the global batch (per example)."""
+            if not policy:
+                return x
+            b = x.shape[0] * lax.axis_size(AXIS)
+            values = augment.draw(key, b, x.shape[1:], policy)
+            return augment.apply(x, jax.tree.map(local_rows, values), policy)
 
         def discriminator_update(state: GANState, real, key):
             z_key, gp_key = jax.random.split(key)
             b = real.shape[0]
             g_vars = (state.g_params, state.g_stats)
             fake, g_stats = apply_train(generator, *g_vars, latents(z_key, b))
-            fake = pack(lax.stop_gradient(fake), m)
-            real = pack(real, m)
+            fake = pack(
+                augmented(lax.stop_gradient(fake), jax.random.fold_in(key, _AUGMENT_FAKE)), m
+            )
+            real = pack(augmented(real, jax.random.fold_in(key, _AUGMENT_REAL)), m)
 
-            def loss_fn(d_params):
+            def loss_fn(d_params, r1_weight=0.0):
                 real_logits, stats = apply_train(discriminator, d_params, state.d_stats, real)
-                fake_logits, stats = apply_train(discriminator, d_params, stats, fake)
+                fake_logits, stats = apply_train(
+                    discriminator, d_params, stats, fake, update_stats=False
+                )
                 loss = d_loss_fn(real_logits, fake_logits)
+
+                def critic(x):
+                    return apply_train(discriminator, d_params, stats, x, update_stats=False)[0]
+
                 penalty = jnp.zeros(())
                 if use_penalty:
                     eps = per_example_noise(jax.random.uniform, gp_key, (b // m,))
-                    critic = lambda x: apply_train(discriminator, d_params, stats, x)[0]  # noqa: E731
                     penalty = objectives.gradient_penalty(
                         critic, real, fake, eps, weight=config.gan.gp_weight
                     )
+                if r1_weight:
+                    penalty = penalty + objectives.r1_penalty(critic, real, r1_weight)
                 return loss + penalty, (stats, loss, penalty, real_logits, fake_logits)
 
-            grads, (d_stats, loss, penalty, real_logits, fake_logits) = jax.grad(
-                loss_fn, has_aux=True
-            )(state.d_params)
+            def gradients(r1_weight):
+                return jax.grad(functools.partial(loss_fn, r1_weight=r1_weight), has_aux=True)
+
+            if not g.r1_weight:
+                grads, aux = gradients(0.0)(state.d_params)
+            elif g.r1_every == 1:
+                grads, aux = gradients(g.r1_weight)(state.d_params)
+            else:  # lazy regularisation: the penalty every r1_every steps, r1_every times as heavy
+                lazy = gradients(g.r1_weight * g.r1_every)
+                due = state.step % g.r1_every == 0
+                grads, aux = lax.cond(due, lazy, gradients(0.0), state.d_params)
+            d_stats, loss, penalty, real_logits, fake_logits = aux
             d_params, d_opt_state, (d_stats, g_stats), ok = apply_if_finite(
                 d_tx,
                 device_mean(grads),
@@ -170,11 +227,13 @@ class GANFamily(Family):
 
         def generator_update(state: GANState, key, b):
             z = latents(key, b)
+            augment_key = jax.random.fold_in(key, _AUGMENT_FAKE)
 
             def loss_fn(g_params):
                 fake, g_stats = apply_train(generator, g_params, state.g_stats, z)
+                fake = pack(augmented(fake, augment_key), m)
                 fake_logits, d_stats = apply_train(
-                    discriminator, state.d_params, state.d_stats, pack(fake, m)
+                    discriminator, state.d_params, state.d_stats, fake, update_stats=False
                 )
                 return g_loss_fn(fake_logits), (g_stats, d_stats)
 
@@ -193,6 +252,12 @@ class GANFamily(Family):
             state = state.replace(
                 g_params=g_params, g_opt_state=g_opt_state, g_stats=g_stats, d_stats=d_stats
             )
+            if g.ema_decay:
+                decay = g.ema_decay
+                g_ema = jax.tree.map(
+                    lambda e, p: decay * e + (1 - decay) * p, state.g_ema, g_params
+                )
+                state = state.replace(g_ema=g_ema)
             return state, ({"g_loss": loss}, (~ok).astype(jnp.int32))
 
         def step(state: GANState, batch: dict, key) -> tuple[GANState, dict]:
@@ -213,7 +278,9 @@ class GANFamily(Family):
         return step
 
     def decode(self, config, models, state, z, key):
-        variables = {"params": state.g_params, "batch_stats": state.g_stats}
+        """The generator's output; with gan.ema_decay > 0, that of its averaged params."""
+        params = state.g_ema if config.gan.ema_decay else state.g_params
+        variables = {"params": params, "batch_stats": state.g_stats}
         return models[0].apply(variables, z, train=False)
 
 

@@ -63,10 +63,11 @@ def _dcgan(config, shape, **common):
         raise ConfigError(
             f"config.model.d_norm={cfg.d_norm!r}; valid: batch, layer, spectral, none"
         )
-    if config.gan.loss == "wgan_gp" and cfg.d_norm == "batch":
+    penalty = "gan.loss=wgan_gp" if config.gan.loss == "wgan_gp" else "gan.r1_weight > 0"
+    if (config.gan.loss == "wgan_gp" or config.gan.r1_weight) and cfg.d_norm == "batch":
         raise ConfigError(
-            "gan.loss=wgan_gp needs a discriminator without batch norm (the penalty is "
-            "per example): set --config.model.d_norm=layer, spectral or none"
+            f"{penalty} needs a discriminator without batch norm (the penalty is per "
+            "example): set --config.model.d_norm=layer, spectral or none"
         )
     return (
         gan.DCGANGenerator(shape, cfg.features, **common),
@@ -143,7 +144,7 @@ _AUTOREGRESSIVE = {"ar_kernel": 0, "ar_hidden": 32}  # VAE decoders; 0 = a plain
 MODELS: dict[str, Entry] = {
     # Goodfellow et al. 2014: one hidden layer of `hidden` units in G and D
     "gan_mlp": Entry(GAN, _gan_mlp, {"z_dim": 2, "hidden": 128}),
-    # Radford et al. 2016; d_norm: the discriminator's normalisation, batch | layer | none
+    # Radford et al. 2016; d_norm: D's normalisation, batch | layer | spectral | none
     "dcgan": Entry(GAN, _dcgan, {"z_dim": 2, "features": 64, "d_norm": "batch"}),
     # 2-D mixtures (ring8, grid25)
     "toy_mlp": Entry(GAN, _toy_mlp, {"z_dim": 2, "hidden": 128, "depth": 2}),
