@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.test = ""  # '' = the training source's test split
     c.data.on_device = True  # keep the whole data set on the device; batches drawn in the step
     c.data.image_size = 0  # 0 = native size; else resize (and centre-crop) to this square size
+    c.data.center_crop = 0  # 0 = none; else first centre-crop to this square size (CelebA: 108)
     c.data.data_dir = ""  # TFDS data_dir; '' = TFDS's default
     c.data.num_workers = 0  # grain worker processes for the host pipeline
     c.data.max_on_device_mb = 2048  # refuse on_device above this size
@@ -215,4 +216,8 @@ def validate(config) -> None:
         f"config.optim.decay_from must be in [0, 1] (1 = constant), got {config.optim.decay_from}",
     )
     _check(config.data.image_size >= 0, "config.data.image_size must be >= 0 (0 = native)")
+    _check(
+        config.data.center_crop >= 0,
+        f"config.data.center_crop must be >= 0 (0 = no crop), got {config.data.center_crop}",
+    )
     _check(bool(config.data.train), "config.data.train is empty; name a data source, e.g. mnist5k")

@@ -811,3 +811,77 @@ def test_mixture_noise_is_isotropic_and_the_test_split_is_drawn_independently(na
     assert abs(np.corrcoef(residual.T)[0, 1]) < 0.05  # x and y noise independent
     # a fresh draw, not the training stream again: its labels are not train's first 10,000
     assert np.mean(train["label"][:10_000] == test["label"]) < 0.5
+
+
+# --- data.center_crop -------------------------------------------------------------------------
+
+
+def celeba_like_npz(path, num=3):
+    """An .npz of `num` random 218x178x3 uint8 images (CelebA's size); returns the images."""
+    images = np.random.default_rng(0).integers(0, 256, (num, 218, 178, 3), np.uint8)
+    np.savez(path, images=images)
+    return images
+
+
+def test_center_crop_takes_exactly_the_centre_then_image_size_resizes_it(tmp_path):
+    from genjax.data.images import resize_images
+
+    images = celeba_like_npz(tmp_path / "faces.npz")
+    spec = f"npz:{tmp_path / 'faces.npz'}"
+    cropped = load_source(spec, "all", center_crop=108).to_arrays()["image"]
+    expected = images[:, 55:163, 35:143]  # (218 - 108) / 2 = 55 rows, (178 - 108) / 2 = 35 cols
+    assert cropped.shape == (3, 108, 108, 3)
+    np.testing.assert_array_equal(cropped, expected)
+    source = load_source(spec, "all", center_crop=108, image_size=64)
+    assert source.shape == (64, 64, 3) and source[0]["image"].shape == (64, 64, 3)
+    np.testing.assert_array_equal(source.to_arrays()["image"], resize_images(expected, 64))
+
+
+def test_center_crop_larger_than_the_images_is_refused(tmp_path):
+    celeba_like_npz(tmp_path / "faces.npz", num=2)
+    spec = f"npz:{tmp_path / 'faces.npz'}"
+    config_error(load_source, spec, "all", center_crop=180, must_mention=("180", "218x178"))
+    config_error(load_source, spec, "all", center_crop=-1, must_mention=("center_crop",))
+
+
+def test_center_crop_applies_to_folder_and_named_sources(tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (10, 8, 3), np.uint8)
+    save_png(tmp_path / "a.png", image)
+    got = load_source(f"folder:{tmp_path}", "all", center_crop=4, image_size=2)
+    from genjax.data.images import resize_images
+
+    np.testing.assert_array_equal(got[0]["image"], resize_images(image[None, 3:7, 2:6], 2)[0])
+    save_png(tmp_path / "small.png", np.zeros((3, 12, 3), np.uint8))
+    config_error(
+        load_source, f"folder:{tmp_path}", "all", center_crop=4, must_mention=("small.png", "3x12")
+    )
+    digits = load_source("mnist5k", "test", center_crop=20).to_arrays()["image"]
+    np.testing.assert_array_equal(
+        digits, load_source("mnist5k", "test").to_arrays()["image"][:, 4:24, 4:24]
+    )
+
+
+def test_center_crop_through_tfds_celeb_a_mocked():
+    from genjax.data.images import center_crop, resize_images
+
+    with tfds.testing.mock_data(num_examples=4):
+        native = load_source("tfds:celeb_a", "train")
+        assert native.shape == (218, 178, 3)
+        cropped = load_source("tfds:celeb_a", "train", center_crop=108)
+        assert cropped.shape == (108, 108, 3) and cropped[1]["image"].shape == (108, 108, 3)
+        np.testing.assert_array_equal(cropped[1]["image"], native[1]["image"][55:163, 35:143])
+        faces = load_source("tfds:celeb_a", "train", center_crop=108, image_size=64)
+        assert faces.shape == (64, 64, 3)
+        expected = resize_images(center_crop(native.to_arrays()["image"], 108), 64)
+        np.testing.assert_array_equal(faces.to_arrays()["image"], expected)
+        config_error(
+            load_source, "tfds:celeb_a", "train", center_crop=200, must_mention=("200", "218x178")
+        )
+
+
+def test_negative_center_crop_is_refused_by_validate():
+    from genjax.config import validate
+
+    config = base_config()
+    config.data.center_crop = -1
+    config_error(validate, config, must_mention=("config.data.center_crop",))

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 
 from genjax.data.errors import data_error
-from genjax.data.images import resize_images
+from genjax.data.images import prepare_images
 
 SPLITS = ("train", "test", "all")
 
@@ -154,7 +154,8 @@ class ArraySplits:
     """An in-memory data set: its train arrays, native test arrays (or None), and metadata.
 
     `train` is None for a data set of only a test split; `missing_train` then says, for the
-    ConfigError of a 'train' request, what is missing (e.g. which file).
+    ConfigError of a 'train' request, what is missing (e.g. which file). Images are served
+    centre-cropped to `center_crop` (if > 0), then resized to `image_size` (if > 0).
     """
 
     spec: str
@@ -164,6 +165,7 @@ class ArraySplits:
     num_classes: int | None
     image_size: int = 0
     missing_train: str = ""
+    center_crop: int = 0
 
     def __post_init__(self):
         """Refuses a data set with no split, an empty split, or a test split whose examples
@@ -191,7 +193,8 @@ class ArraySplits:
         return self.test is not None
 
     def select(self, split: str) -> ArraySource:
-        """The 'train', 'test' or 'all' split as an ArraySource, resized if image_size > 0."""
+        """The 'train', 'test' or 'all' split as an ArraySource, its images cropped and resized
+        (`prepare_images`)."""
         arrays = dict(self._split_arrays(split))
         if not len(arrays[self.kind]):
             raise data_error(
@@ -199,12 +202,14 @@ class ArraySplits:
                 f"split {split!r} is empty ({len(self.train[self.kind])} examples are too few "
                 "for a 10% holdout); give more data or an explicit --config.data.test source",
             )
-        if self.kind == "image" and self.image_size:
-            arrays["image"] = resize_images(arrays["image"], self.image_size)
+        if self.kind == "image":
+            arrays["image"] = prepare_images(
+                self.spec, arrays["image"], self.center_crop, self.image_size
+            )
         return ArraySource(arrays, self.kind, self.num_classes)
 
     def _split_arrays(self, split: str) -> dict[str, np.ndarray]:
-        """The arrays of one split, before resizing."""
+        """The arrays of one split, before cropping and resizing."""
         if self.train is None:  # only a test split: it is 'test' and 'all'; 'train' is refused
             if split == "train":
                 raise data_error(

@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from genjax.data.arrays import ArraySplits
 from genjax.data.errors import data_error
-from genjax.data.images import as_hwc, resize_square
+from genjax.data.images import as_hwc, prepare_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -50,15 +50,20 @@ def read_image(spec: str, path: pathlib.Path) -> np.ndarray:
         raise data_error(spec, f"cannot read image {str(path)!r} ({e}); valid: PNG or JPEG") from e
 
 
-def _read_sized(spec: str, path: pathlib.Path, image_size: int) -> np.ndarray:
-    """One image, resized at once when image_size > 0, so only the small copies are kept."""
-    image = read_image(spec, path)
-    return resize_square(image, image_size) if image_size else image
+def _read_sized(spec: str, path: pathlib.Path, image_size: int, center_crop: int) -> np.ndarray:
+    """One image, cropped and resized at once (`prepare_images`), so only the small copies are
+    kept."""
+    image = as_hwc(read_image(spec, path))
+    what = f"image {str(path)!r}"
+    return prepare_images(spec, image[None], center_crop, image_size, what)[0]
 
 
-def read_images(spec: str, root: pathlib.Path, files: list, image_size: int) -> np.ndarray:
-    """Reads and stacks images (N, H, W, C): resized if image_size, else all the same size."""
-    images = [_read_sized(spec, root / f, image_size) for f in files]
+def read_images(
+    spec: str, root: pathlib.Path, files: list, image_size: int, center_crop: int = 0
+) -> np.ndarray:
+    """Reads and stacks images (N, H, W, C): cropped and resized if center_crop / image_size,
+    else all the same size."""
+    images = [_read_sized(spec, root / f, image_size, center_crop) for f in files]
     channels = 3 if any(image.ndim == 3 and image.shape[-1] == 3 for image in images) else 1
     images = [_with_channels(image, channels) for image in images]
     _check_same_size(spec, root, files, images)
@@ -97,14 +102,16 @@ def _labels(spec: str, root: pathlib.Path, files: list, classes: list[str]) -> n
     return np.array([index[f.parts[0]] for f in files], np.int32)
 
 
-def read_split(spec: str, root: pathlib.Path, classes: list | None, image_size: int) -> dict:
+def read_split(
+    spec: str, root: pathlib.Path, classes: list | None, image_size: int, center_crop: int = 0
+) -> dict:
     """One folder's arrays: images, and labels from `classes` (the train class names)."""
     files = list_images(root)
     if not files:
         raise data_error(
             spec, f"no images in {str(root)!r}; folder:DIR needs .png/.jpg/.jpeg files"
         )
-    arrays = {"image": read_images(spec, root, files, image_size)}
+    arrays = {"image": read_images(spec, root, files, image_size, center_crop)}
     if classes is not None:
         arrays["label"] = _labels(spec, root, files, classes)
     return arrays
@@ -117,16 +124,17 @@ def _match_channels(train: dict, test: dict) -> None:
         arrays["image"] = _with_channels(arrays["image"], channels)
 
 
-def load_folder(spec: str, path: str, image_size: int = 0) -> ArraySplits:
+def load_folder(spec: str, path: str, image_size: int = 0, center_crop: int = 0) -> ArraySplits:
     """folder:DIR, with train/ and test/ subfolders as native splits when both exist (test/
-    alone, holding every image, is a data set of only a test split)."""
+    alone, holding every image, is a data set of only a test split). Each image is cropped and
+    resized as it is read, so the ArraySplits holds them prepared."""
     root = pathlib.Path(path)
     if not root.is_dir():
         raise data_error(spec, f"no such folder {path!r}; folder:DIR names a folder of images")
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
     if not has_splits and _only_test_folder(root):
         classes = class_names(list_images(root / "test"))
-        test = read_split(spec, root / "test", classes, image_size)
+        test = read_split(spec, root / "test", classes, image_size, center_crop)
         missing_train = (
             f"no train/ folder in {path!r}, only test/; its images serve only as a test source "
             "(--config.data.test)"
@@ -135,10 +143,10 @@ def load_folder(spec: str, path: str, image_size: int = 0) -> ArraySplits:
         return ArraySplits(spec, "image", None, test, num_classes, image_size, missing_train)
     train_root = root / "train" if has_splits else root
     classes = class_names(list_images(train_root))
-    train = read_split(spec, train_root, classes, image_size)
+    train = read_split(spec, train_root, classes, image_size, center_crop)
     test = None
     if has_splits:
-        test = read_split(spec, root / "test", classes, image_size)
+        test = read_split(spec, root / "test", classes, image_size, center_crop)
         _match_channels(train, test)
         if test["image"].shape[1:3] != train["image"].shape[1:3]:
             raise data_error(

@@ -61,7 +61,7 @@ def find_idx_file(root: str, role: str) -> str | None:
     return None
 
 
-def load_idx_dir(spec: str, root: str, image_size: int = 0) -> ArraySplits:
+def load_idx_dir(spec: str, root: str, image_size: int = 0, center_crop: int = 0) -> ArraySplits:
     """idx:DIR: train-images (+ optional train-labels); t10k files, if any, are the test split.
 
     A folder of only t10k files is a data set of only a test split: it serves as a test source
@@ -88,9 +88,13 @@ def load_idx_dir(spec: str, root: str, image_size: int = 0) -> ArraySplits:
     labels = (split.get("label") for split in (train, test) if split is not None)
     num_classes = count_classes(spec, *labels)
     if train is not None:
-        return ArraySplits(spec, "image", train, test, num_classes, image_size)
+        return ArraySplits(
+            spec, "image", train, test, num_classes, image_size, center_crop=center_crop
+        )
     missing_train += "; its t10k files serve only as a test source (--config.data.test)"
-    return ArraySplits(spec, "image", None, test, num_classes, image_size, missing_train)
+    return ArraySplits(
+        spec, "image", None, test, num_classes, image_size, missing_train, center_crop
+    )
 
 
 def _read_split(spec: str, images_path: str, labels_path: str | None) -> dict[str, np.ndarray]:

@@ -1,9 +1,12 @@
-"""Image helpers shared by the sources: channel layout and square resizing with Pillow."""
+"""Image helpers shared by the sources: channel layout, centre cropping, square resizing with
+Pillow, and `prepare_images`, the one place a source's images are cropped and resized."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+
+from genjax.data.errors import data_error
 
 
 def as_hwc(image: np.ndarray) -> np.ndarray:
@@ -36,3 +39,32 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
     if images.shape[1:3] == (size, size):
         return images
     return np.stack([resize_square(image, size) for image in images])
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+    """The centred size x size window of an image (H, W, C) or a stack (N, H, W, C): rows from
+    (H - size) // 2 and columns from (W - size) // 2 (a view). ValueError if it does not fit."""
+    height, width = images.shape[-3:-1]
+    if size > height or size > width:
+        raise ValueError(f"a {size}x{size} crop does not fit a {height}x{width} (HxW) image")
+    top, left = (height - size) // 2, (width - size) // 2
+    return images[..., top : top + size, left : left + size, :]
+
+
+def prepare_images(
+    spec: str, images: np.ndarray, crop: int = 0, size: int = 0, what: str = "images"
+) -> np.ndarray:
+    """A stack (N, H, W, C) of uint8 images as a source serves them: centre-cropped to
+    crop x crop when crop > 0 (`data.center_crop`), then resized to size x size when size > 0
+    (`data.image_size`, see `resize_square`). A crop larger than the images is a ConfigError
+    naming `what` (e.g. one file)."""
+    if crop:
+        height, width = images.shape[1:3]
+        if crop > min(height, width):
+            raise data_error(
+                spec,
+                f"center_crop={crop} is larger than its {height}x{width} (HxW) {what}; "
+                f"set --config.data.center_crop to at most {min(height, width)} (0 = no crop)",
+            )
+        images = center_crop(images, crop)
+    return resize_images(images, size) if size else images

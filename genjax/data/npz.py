@@ -13,7 +13,7 @@ from genjax.data.errors import data_error
 NPZ_KEYS = "images (N, H, W) or (N, H, W, C) uint8, optional labels, test_images, test_labels"
 
 
-def load_npz(spec: str, path: str, image_size: int = 0) -> ArraySplits:
+def load_npz(spec: str, path: str, image_size: int = 0, center_crop: int = 0) -> ArraySplits:
     """npz:FILE: `images` [+ `labels`]; `test_images` [+ `test_labels`] is the native test split.
 
     A file of only `test_images` [+ `test_labels`] is a data set of only a test split: it serves
@@ -39,12 +39,16 @@ def load_npz(spec: str, path: str, image_size: int = 0) -> ArraySplits:
     labels = (split.get("label") for split in (train, test) if split is not None)
     num_classes = count_classes(spec, *labels)
     if train is not None:
-        return ArraySplits(spec, "image", train, test, num_classes, image_size)
+        return ArraySplits(
+            spec, "image", train, test, num_classes, image_size, center_crop=center_crop
+        )
     missing_train = (
         f"no 'images' array (found: {found}); its 'test_images' serve only as a test source "
         "(--config.data.test)"
     )
-    return ArraySplits(spec, "image", None, test, num_classes, image_size, missing_train)
+    return ArraySplits(
+        spec, "image", None, test, num_classes, image_size, missing_train, center_crop
+    )
 
 
 def _split(spec: str, contents: dict, image_key: str, label_key: str) -> dict[str, np.ndarray]:

@@ -3,16 +3,18 @@
 Specs: ring8 | grid25 | mnist5k | tfds:NAME | idx:DIR | npz:FILE | folder:DIR. Each opens to
 a set of splits; a split ('train', 'test' or 'all') is a `Source`. A data set with its own test
 split uses it; otherwise 'test' is the last 10% of each class (see `holdout_indices`; TFDS
-sources: the last 10% of 'train').
+sources: the last 10% of 'train'). Images are centre-cropped (data.center_crop), then resized
+(data.image_size) by `genjax.data.images.prepare_images`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Protocol
 
-from genjax.data.arrays import SPLITS, ArraySource, Source
+from genjax.data.arrays import SPLITS, ArraySource, ArraySplits, Source
 from genjax.data.embedded import MIXTURES, mixture_splits, mnist5k_splits
 from genjax.data.errors import data_error
 from genjax.data.folder import load_folder
@@ -22,9 +24,11 @@ from genjax.data.tfds_source import TfdsSource, open_tfds
 
 __all__ = ["ArraySource", "Source", "TfdsSource", "load_source", "open_source", "resolve_sources"]
 
+# scheme -> opener(spec, path, image_size, center_crop) -> Splits
 PATH_SCHEMES = {"idx": load_idx_dir, "npz": load_npz, "folder": load_folder}
 PATH_ARGUMENTS = {"idx": "DIR", "npz": "FILE", "folder": "DIR"}
-# Data sets named by a bare word: name -> opener(image_size) -> Splits.
+# Data sets named by a bare word: name -> opener(image_size) -> Splits; open_source gives an
+# ArraySplits its center_crop.
 NAMED_SOURCES: dict[str, Callable[[int], Splits]] = {}
 
 
@@ -53,27 +57,50 @@ for _name in MIXTURES:
 register_source("mnist5k", mnist5k_splits)
 
 
-def open_source(spec: str, *, image_size: int = 0, data_dir: str = "") -> Splits:
-    """Opens the data set named by `spec` (reads in-memory data sets, prepares TFDS ones)."""
+def open_source(
+    spec: str, *, image_size: int = 0, center_crop: int = 0, data_dir: str = ""
+) -> Splits:
+    """Opens the data set named by `spec` (reads in-memory data sets, prepares TFDS ones).
+
+    Its images are centre-cropped to center_crop x center_crop (if > 0), then resized to
+    image_size x image_size (if > 0)."""
     if image_size < 0:
         raise data_error(spec, f"image_size must be >= 0 (0 = native size), got {image_size}")
+    if center_crop < 0:
+        raise data_error(spec, f"center_crop must be >= 0 (0 = no crop), got {center_crop}")
     scheme, colon, arg = spec.partition(":")
     if not colon and spec in NAMED_SOURCES:
-        return NAMED_SOURCES[spec](image_size)
+        return _with_crop(spec, NAMED_SOURCES[spec](image_size), center_crop)
     if colon and scheme == "tfds" and arg:
-        return open_tfds(spec, arg, data_dir, image_size)
+        return open_tfds(spec, arg, data_dir, image_size, center_crop)
     if colon and scheme in PATH_SCHEMES and arg:
-        return PATH_SCHEMES[scheme](spec, os.path.expanduser(arg), image_size)
+        return PATH_SCHEMES[scheme](spec, os.path.expanduser(arg), image_size, center_crop)
     if colon and (scheme == "tfds" or scheme in PATH_SCHEMES):
         raise data_error(spec, f"{scheme}: needs an argument; valid: {_valid_specs()}")
     raise data_error(spec, f"unknown data source; valid: {_valid_specs()}")
 
 
-def load_source(spec: str, split: str, *, image_size: int = 0, data_dir: str = "") -> Source:
-    """Split 'train', 'test' or 'all' of the data set `spec`, resized if image_size > 0."""
+def _with_crop(spec: str, splits: Splits, center_crop: int) -> Splits:
+    """A named data set's splits with their images centre-cropped to center_crop (if > 0)."""
+    if not center_crop:
+        return splits
+    if not isinstance(splits, ArraySplits):
+        raise data_error(
+            spec,
+            "center_crop applies to in-memory image data sets; set --config.data.center_crop=0",
+        )
+    return dataclasses.replace(splits, center_crop=center_crop)
+
+
+def load_source(
+    spec: str, split: str, *, image_size: int = 0, center_crop: int = 0, data_dir: str = ""
+) -> Source:
+    """Split 'train', 'test' or 'all' of the data set `spec`, its images centre-cropped if
+    center_crop > 0, then resized if image_size > 0."""
     if split not in SPLITS:
         raise data_error(spec, f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    return open_source(spec, image_size=image_size, data_dir=data_dir).select(split)
+    options = {"image_size": image_size, "center_crop": center_crop, "data_dir": data_dir}
+    return open_source(spec, **options).select(split)
 
 
 def resolve_sources(data_config) -> tuple[Source, Source]:
@@ -84,7 +111,11 @@ def resolve_sources(data_config) -> tuple[Source, Source]:
     data set of only a test split, e.g. a folder of t10k files, gives that), else all of it (it
     is not trained on).
     """
-    options = {"image_size": data_config.image_size, "data_dir": data_config.data_dir}
+    options = {
+        "image_size": data_config.image_size,
+        "center_crop": data_config.center_crop,
+        "data_dir": data_config.data_dir,
+    }
     train_data = open_source(data_config.train, **options)
     train = train_data.select("train")
     if data_config.test in ("", data_config.train):
@@ -102,5 +133,5 @@ def _check_same_examples(test_spec: str, test: Source, train_spec: str, train: S
             test_spec,
             f"its examples are {test.kind} {test.shape} but the training data {train_spec!r} "
             f"has {train.kind} {train.shape}; name a matching --config.data.test "
-            "(image sizes can be matched with --config.data.image_size)",
+            "(image sizes can be matched with --config.data.image_size and center_crop)",
         )

@@ -12,18 +12,30 @@ import numpy as np
 
 from genjax.data.arrays import Source
 from genjax.data.errors import data_error
-from genjax.data.images import as_hwc, resize_square
+from genjax.data.images import as_hwc, prepare_images
 
 HOLDOUT_SPLITS = {"train": "train[:90%]", "test": "train[90%:]", "all": "train"}
 
 
 class TfdsSource(Source):
-    """One split of a TFDS data set, decoded (and resized) example by example on access."""
+    """One split of a TFDS data set, decoded (cropped and resized) example by example on access."""
 
-    def __init__(self, records, shape: tuple, num_classes: int | None, image_size: int = 0):
-        """Wraps a tfds data source whose examples hold 'image' (and 'label' if num_classes)."""
+    def __init__(
+        self,
+        records,
+        shape: tuple,
+        num_classes: int | None,
+        image_size: int = 0,
+        center_crop: int = 0,
+        *,
+        spec: str = "tfds",
+    ):
+        """Wraps a tfds data source whose examples hold 'image' (and 'label' if num_classes);
+        images are served as `prepare_images` makes them (crop, then resize)."""
         self._records = records
+        self._spec = spec
         self._image_size = image_size
+        self._center_crop = center_crop
         self.kind = "image"
         self.shape = shape
         self.num_classes = num_classes
@@ -34,7 +46,9 @@ class TfdsSource(Source):
     def __getitem__(self, index: int) -> dict:
         record = self._records[int(index)]
         image = as_hwc(np.asarray(record["image"], dtype=np.uint8))
-        example = {"image": resize_square(image, self._image_size) if self._image_size else image}
+        what = f"image (example {int(index)})"
+        image = prepare_images(self._spec, image[None], self._center_crop, self._image_size, what)
+        example = {"image": image[0]}
         if self.num_classes is not None:
             example["label"] = np.int32(record["label"])
         return example
@@ -64,8 +78,12 @@ def tfds_data_source(spec: str, name: str, split: str | None, data_dir: str):
         ) from e
 
 
-def image_features(spec: str, features, image_size: int) -> tuple[tuple, int | None]:
-    """(H, W, C) of the examples as served, and the class count (None if no 'label' classes)."""
+def image_features(
+    spec: str, features, image_size: int, center_crop: int = 0
+) -> tuple[tuple, int | None]:
+    """(H, W, C) of the examples as served, and the class count (None if no 'label' classes).
+
+    A centre crop larger than the feature's fixed height or width is a ConfigError."""
     import tensorflow_datasets as tfds
 
     image = features["image"] if "image" in features else None
@@ -76,8 +94,15 @@ def image_features(spec: str, features, image_size: int) -> tuple[tuple, int | N
             "data sets such as tfds:mnist, tfds:cifar10, tfds:celeb_a",
         )
     height, width, channels = image.shape
-    if image_size:
-        height, width = image_size, image_size
+    known = [side for side in (height, width) if side is not None]
+    if center_crop and known and center_crop > min(known):
+        raise data_error(
+            spec,
+            f"center_crop={center_crop} is larger than its {height}x{width} (HxW) images; "
+            f"set --config.data.center_crop to at most {min(known)} (0 = no crop)",
+        )
+    if image_size or center_crop:
+        height = width = image_size or center_crop
     elif height is None or width is None:
         raise data_error(
             spec, "images vary in size; set --config.data.image_size=S to resize them to SxS"
@@ -96,6 +121,7 @@ class TfdsSplits:
     data_dir: str
     split_names: tuple[str, ...]
     image_size: int = 0
+    center_crop: int = 0
 
     @property
     def has_test(self) -> bool:
@@ -109,11 +135,15 @@ class TfdsSplits:
         if not len(records):
             raise data_error(self.spec, f"TFDS split {tfds_split!r} is empty; give another source")
         features = records.dataset_info.features
-        shape, num_classes = image_features(self.spec, features, self.image_size)
-        return TfdsSource(records, shape, num_classes, self.image_size)
+        shape, num_classes = image_features(self.spec, features, self.image_size, self.center_crop)
+        return TfdsSource(
+            records, shape, num_classes, self.image_size, self.center_crop, spec=self.spec
+        )
 
 
-def open_tfds(spec: str, name: str, data_dir: str = "", image_size: int = 0) -> TfdsSplits:
+def open_tfds(
+    spec: str, name: str, data_dir: str = "", image_size: int = 0, center_crop: int = 0
+) -> TfdsSplits:
     """Prepares tfds:NAME if needed and reads its split names (empty when TFDS is mocked)."""
     splits = tfds_data_source(spec, name, None, data_dir)
     split_names = tuple(splits) if isinstance(splits, dict) else ()
@@ -121,4 +151,4 @@ def open_tfds(spec: str, name: str, data_dir: str = "", image_size: int = 0) -> 
         raise data_error(
             spec, f"has no 'train' split (splits: {', '.join(split_names)}); genjax needs one"
         )
-    return TfdsSplits(spec, name, data_dir, split_names, image_size)
+    return TfdsSplits(spec, name, data_dir, split_names, image_size, center_crop)
