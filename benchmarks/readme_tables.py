@@ -40,10 +40,12 @@ SPEED_COMMAND = (
     f"--json docs/{SPEED_JSON} --markdown docs/{SPEED_MARKDOWN}"
 )
 MODELS = {  # config -> its model in a few words (the config's docstring for any other)
+    "dcgan_celeba64": "DCGAN at 64×64×3 on faces (108-pixel centre crop), for a GPU",
     "dcgan_mnist": "DCGAN: BatchNorm + ReLU in G, LeakyReLU 0.2 in D",
     "gan_grid25": "MLP GAN for 2-D data, 3×256, lr decayed over the last half",
     "gan_mlp_mnist": "the 2014 MLP GAN: z(100) → 128 → 784; 784 → 128 → 1",
     "gan_ring8": "MLP GAN for 2-D data, 2×256, lr decayed over the last half",
+    "sngan_cifar10": "SNGAN: ResNet G, spectrally normalised ResNet D, hinge loss, for a GPU",
     "vae_conv_mnist": "convolutional VAE, Bernoulli, dynamically binarised",
     "vae_mlp_mnist": "MLP VAE, hidden 512, z 20, Bernoulli, dynamically binarised",
     "vae_pixel_mnist": "MLP VAE (2×512, z 32) + autoregressive 7×7 causal decoder",

@@ -79,6 +79,16 @@ from genjax.data.kinds import kind_of  # noqa: E402
 from genjax.train import Trainer  # noqa: E402
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+
+
+def _embedded(name: str) -> bool:
+    """Whether config NAME trains on data that ships with genjax (no download)."""
+    from genjax.data.sources import NAMED_SOURCES
+
+    return importlib.import_module(f"configs.{name}").get_config().data.train in NAMED_SOURCES
+
+
+ALL = [name for name in CONFIGS if _embedded(name)]  # `--config all`: no download needed
 RANDOM_EXAMPLES = 2048  # size of the random on-device data set used with --data_shape
 
 
@@ -468,7 +478,12 @@ def markdown(rows: list[dict], load: tuple[float, float]) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="all", help=f"all or one of: {', '.join(CONFIGS)}")
+    p.add_argument(
+        "--config",
+        default="all",
+        help=f"all (the configs whose data ships with genjax: {', '.join(ALL)}) or any of: "
+        f"{', '.join(CONFIGS)}",
+    )
     p.add_argument("--batch", type=int, help="batch size (default: the config's)")
     p.add_argument("--steps_per_call", type=int, help="default: the config's")
     p.add_argument("--dtype", choices=DTYPES, help="compute dtype")
@@ -502,7 +517,7 @@ def write(path: str, text: str) -> None:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    names = CONFIGS if args.config == "all" else args.config.split(",")
+    names = ALL if args.config == "all" else args.config.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         sys.exit(f"unknown config {unknown}; valid: all, {', '.join(CONFIGS)}")

@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 KEYS = (  # the issue's keys, then bytes, steps_per_call's gain and the loop's
     "config",
@@ -201,7 +201,13 @@ def test_rows_are_written_as_measured(tmp_path, monkeypatch):
     assert lines[2] == "| gan_ring8 | 256 | n/a |"  # a count XLA could not make
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in ROOT.glob("configs/[!_]*.py")))
+def _benchmarked_configs():
+    from benchmarks import throughput
+
+    return throughput.ALL
+
+
+@pytest.mark.parametrize("name", _benchmarked_configs())
 def test_the_torch_reference_trains_networks_of_genjax_shapes(name):
     """Each of the two networks PyTorch times holds parameter tensors of the same sizes as
     genjax's (BatchNorm's running statistics aside, state in both), so the ratio compares

@@ -221,7 +221,9 @@ def test_bad_shapes_raise_one_line_config_error(name, shape):
 
 
 def test_unknown_names_raise_config_error():
-    with pytest.raises(ConfigError, match="valid: dcgan, gan_mlp, toy_mlp, vae_conv, vae_mlp"):
+    with pytest.raises(
+        ConfigError, match="valid: dcgan, gan_mlp, sngan_resnet, toy_mlp, vae_conv, vae_mlp"
+    ):
         family_of("stylegan")
     with pytest.raises(ConfigError, match="stylegan"):
         build(model_config("stylegan"), (28, 28, 1))
@@ -244,7 +246,7 @@ def test_wgan_gp_takes_every_discriminator_norm_but_batch():
 
 
 def test_family_of_and_registry_names():
-    families = {"gan_mlp": "gan", "dcgan": "gan", "toy_mlp": "gan"}
+    families = {"gan_mlp": "gan", "dcgan": "gan", "toy_mlp": "gan", "sngan_resnet": "gan"}
     families |= {"vae_mlp": "vae", "vae_conv": "vae"}
     assert {name: family_of(name).name for name in MODELS} == families
     config.validate(config.base_config())  # config.py's view of the registry

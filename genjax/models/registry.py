@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from genjax.config import ConfigError
 from genjax.families import GAN, VAE, Family
 from genjax.families.vae import LIKELIHOOD_CHANNELS
-from genjax.models import gan, vae
+from genjax.models import gan, resnet, vae
 from genjax.models.layers import square_levels
 
 
@@ -72,6 +72,17 @@ def _dcgan(config, shape, **common):
     return (
         gan.DCGANGenerator(shape, cfg.features, **common),
         gan.DCGANDiscriminator(cfg.features, cfg.d_norm, **common),
+    )
+
+
+def _sngan_resnet(config, shape, **common):
+    cfg = config.model
+    if len(shape) != 3 or shape[:2] != (32, 32):
+        raise ConfigError(f"model 'sngan_resnet' takes 32 x 32 images (32, 32, C); got {shape}")
+    _positive(cfg, "z_dim", "features", "d_features")
+    return (
+        resnet.SNGANGenerator32(shape, cfg.features, **common),
+        resnet.SNGANDiscriminator32(cfg.d_features, **common),
     )
 
 
@@ -146,6 +157,8 @@ MODELS: dict[str, Entry] = {
     "gan_mlp": Entry(GAN, _gan_mlp, {"z_dim": 2, "hidden": 128}),
     # Radford et al. 2016; d_norm: D's normalisation, batch | layer | spectral | none
     "dcgan": Entry(GAN, _dcgan, {"z_dim": 2, "features": 64, "d_norm": "batch"}),
+    # Miyato et al. 2018, ResNet G and spectrally normalised D for 32 x 32, as in Mimicry
+    "sngan_resnet": Entry(GAN, _sngan_resnet, {"z_dim": 128, "features": 256, "d_features": 128}),
     # 2-D mixtures (ring8, grid25)
     "toy_mlp": Entry(GAN, _toy_mlp, {"z_dim": 2, "hidden": 128, "depth": 2}),
     # Kingma & Welling 2013
