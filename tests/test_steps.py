@@ -508,9 +508,9 @@ def test_spectral_norm_statistics_change_in_the_discriminators_real_pass_only():
     c = base_config()
     c.model.name, c.model.features, c.model.z_dim, c.model.d_norm = "dcgan", 4, 8, "spectral"
     c.batch_size = 4
-    exp = experiment.build(c, "image", (16, 16, 1))
+    exp = experiment.build(c, "image", (8, 8, 1))
     state = exp.init_state(jax.random.PRNGKey(0))
-    images = np.random.default_rng(0).integers(0, 256, (1, 4, 16, 16, 1), np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (1, 4, 8, 8, 1), np.uint8)
     new, _ = _one_device_step(exp, state, {"image": images}, jax.random.PRNGKey(1))
     real = images[0] / 127.5 - 1.0
     variables = {"params": state.d_params, "batch_stats": state.d_stats}

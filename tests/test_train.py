@@ -404,11 +404,11 @@ def test_schedule_ends_each_call_on_the_next_event_and_the_last_step_does_everyt
 
 
 def test_gan_options_resume_bitwise_and_the_ema_is_in_the_checkpoint(tmp_path):
-    # Spectral norm, LSGAN, lazy R1, DiffAugment and the EMA together, on 16x16 images.
+    # Spectral norm, LSGAN, lazy R1, DiffAugment and the EMA together, on 8x8 images.
     from genjax.config import base_config
     from genjax.experiment import restore
 
-    images = np.random.default_rng(0).integers(0, 256, (64, 16, 16, 1), np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 1), np.uint8)
     np.savez(tmp_path / "tiny.npz", images=images)
 
     def config(num_steps):
