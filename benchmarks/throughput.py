@@ -71,6 +71,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.extend import core as jax_core  # noqa: E402
 
+from benchmarks.readme_tables import config_names  # noqa: E402
 from genjax import experiment  # noqa: E402
 from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
 from genjax.config import DTYPES, resolve  # noqa: E402
@@ -78,7 +79,7 @@ from genjax.data.arrays import ArraySource  # noqa: E402
 from genjax.data.kinds import kind_of  # noqa: E402
 from genjax.train import Trainer  # noqa: E402
 
-CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem != "__init__")
+CONFIGS = config_names()
 
 
 def _embedded(name: str) -> bool:

@@ -125,6 +125,13 @@ def _dotted(namespace: str, keys) -> str:
     return ", ".join(f"config.{namespace}.{key}" for key in keys)
 
 
+def _fill(namespace, defaults: dict) -> None:
+    """Sets each field of `defaults` that `namespace` leaves None (or lacks) to its default."""
+    for key, default in defaults.items():
+        if namespace.get(key) is None:
+            namespace[key] = default
+
+
 def _unread(namespace, allowed) -> list[str]:
     """The fields of a namespace that are set (not None) but not in `allowed`."""
     return sorted(k for k in namespace.keys() if namespace[k] is not None and k not in allowed)
@@ -151,16 +158,12 @@ def resolve(config) -> ml_collections.ConfigDict:
         f"{_dotted('model', stray)}: model {config.model.name!r} does not read it; it reads "
         f"model.name and model.{{{reads}}} (set unused fields to None)",
     )
-    for key, default in model.defaults.items():
-        if out.model.get(key) is None:
-            out.model[key] = default
+    _fill(out.model, model.defaults)
     for name, family in _families().items():
         if name not in out:  # a family registered after this config was made
             out[name] = _placeholders(family.defaults)
         if family is model.family:
-            for key, default in family.defaults.items():
-                if out[name][key] is None:
-                    out[name][key] = default
+            _fill(out[name], family.defaults)
             continue
         stray = _unread(config[name], ()) if name in config else []
         _check(

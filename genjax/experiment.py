@@ -86,10 +86,10 @@ class Experiment:
 
     @property
     def modes(self) -> frozenset[str]:
-        """sample.py's modes for this model and data: 'samples', and those that both the
-        family and the kind support (e.g. 'reconstruct' needs an encoder and images)."""
-        scatter = self.kind.modes & {"scatter"}  # a way of drawing samples, not of making them
-        return frozenset({"samples"}) | scatter | (self.family.modes & self.kind.modes)
+        """sample.py's modes for this model and data: 'samples', the kind's views of them, and
+        the modes both the family and the kind support ('reconstruct' needs an encoder and
+        images)."""
+        return frozenset({"samples"}) | self.kind.views | (self.family.modes & self.kind.modes)
 
     # Generation, in data space (images in [0, 1]):
 
@@ -121,12 +121,11 @@ def build(config, kind: str | DataKind, data_shape: tuple) -> Experiment:
     don't fit. The config is resolved here (genjax.config.resolve)."""
     config = config_lib.resolve(config)
     kind = KINDS[kind] if isinstance(kind, str) else kind
-    models = registry.build(
-        config, tuple(data_shape), dtype=jnp.dtype(config.dtype), axis_name=AXIS
-    )
+    shape = tuple(int(d) for d in data_shape)
+    models = registry.build(config, shape, dtype=jnp.dtype(config.dtype), axis_name=AXIS)
     family = registry.family_of(config.model.name)
-    family.check_data(config, kind, tuple(data_shape))
-    return Experiment(config, family, kind, tuple(int(d) for d in data_shape), models)
+    family.check_data(config, kind, shape)
+    return Experiment(config, family, kind, shape, models)
 
 
 def checkpoint_fields(config_dict: dict) -> dict:

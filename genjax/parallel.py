@@ -38,11 +38,14 @@ def local_rows(x_global: jax.Array, axis_name: str = AXIS) -> jax.Array:
 def per_example_noise(sample: Callable, key, local_shape: tuple, axis_name: str = AXIS):
     """Noise for this device's examples, drawn for the whole global batch and sliced.
 
-    Drawing globally makes every random number independent of the device count, so
-    a step on N devices equals a step on one device with the whole batch.
+    `sample(key, global_shape)` returns an array, or a pytree of arrays with the batch on
+    their leading axis (e.g. several per-example values). Drawing globally makes every random
+    number independent of the device count, so a step on N devices equals a step on one
+    device with the whole batch.
     """
     n = lax.axis_size(axis_name)
-    return local_rows(sample(key, (n * local_shape[0], *local_shape[1:])), axis_name)
+    drawn = sample(key, (n * local_shape[0], *local_shape[1:]))
+    return jax.tree.map(lambda x: local_rows(x, axis_name), drawn)
 
 
 class DataParallel:

@@ -218,11 +218,18 @@ def test_the_torch_reference_trains_networks_of_genjax_shapes(name):
     config = throughput.load_config(name, throughput.parse_args([]))
     experiment = throughput.trainer_for(config, None).experiment
     state = jax.eval_shape(experiment.init_state, jax.random.PRNGKey(0))
-    if experiment.family.name == "gan":
-        ours = state.g_params, state.d_params
-    else:
-        ours = state.params["encoder"], state.params["decoder"]
+    ours = experiment.family.network_params(state)
     theirs = torch_reference.networks(config, experiment.data_shape)
     for tree, net in zip(ours, theirs, strict=True):
         sizes = sorted(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
         assert sizes == sorted(p.numel() for p in net.parameters()), net
+
+
+def test_model_stats_counts_each_networks_parameters():
+    # gan_ring8's 2 x 256 MLPs by hand: G 2 -> 256 -> 256 -> 2, D 2 -> 256 -> 256 -> 1.
+    from benchmarks import model_stats, throughput
+
+    config = throughput.load_config("gan_ring8", throughput.parse_args(["--config", "gan_ring8"]))
+    g = (2 * 256 + 256) + (256 * 256 + 256) + (256 * 2 + 2)
+    d = (2 * 256 + 256) + (256 * 256 + 256) + (256 + 1)
+    assert model_stats.parameter_counts(config, None) == ("toy_mlp", [g, d])

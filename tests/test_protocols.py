@@ -67,6 +67,9 @@ class MomentMatching(Family):
         tx = optimizer(config, config.optim.lr)
         return MMDState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
+    def network_params(self, state):
+        return (state.params,)
+
     def make_step(self, config, models, kind):
         (generator,) = models
         tx = optimizer(config, config.optim.lr)

@@ -154,8 +154,9 @@ class ArraySplits:
     """An in-memory data set: its train arrays, native test arrays (or None), and metadata.
 
     `train` is None for a data set of only a test split; `missing_train` then says, for the
-    ConfigError of a 'train' request, what is missing (e.g. which file). Images are served
-    centre-cropped to `center_crop` (if > 0), then resized to `image_size` (if > 0).
+    ConfigError of a 'train' request, what is missing (e.g. which file; unused otherwise).
+    Images are served centre-cropped to `center_crop` (if > 0), then resized to `image_size`
+    (if > 0).
     """
 
     spec: str

@@ -103,10 +103,16 @@ def _labels(spec: str, root: pathlib.Path, files: list, classes: list[str]) -> n
 
 
 def read_split(
-    spec: str, root: pathlib.Path, classes: list | None, image_size: int, center_crop: int = 0
+    spec: str,
+    root: pathlib.Path,
+    classes: list | None,
+    image_size: int,
+    center_crop: int = 0,
+    files: list | None = None,
 ) -> dict:
-    """One folder's arrays: images, and labels from `classes` (the train class names)."""
-    files = list_images(root)
+    """One folder's arrays: images, and labels from `classes` (the train class names).
+    `files` are its images (list_images(root)) when the caller has listed them already."""
+    files = list_images(root) if files is None else files
     if not files:
         raise data_error(
             spec, f"no images in {str(root)!r}; folder:DIR needs .png/.jpg/.jpeg files"
@@ -132,9 +138,10 @@ def load_folder(spec: str, path: str, image_size: int = 0, center_crop: int = 0)
     if not root.is_dir():
         raise data_error(spec, f"no such folder {path!r}; folder:DIR names a folder of images")
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
-    if not has_splits and _only_test_folder(root):
-        classes = class_names(list_images(root / "test"))
-        test = read_split(spec, root / "test", classes, image_size, center_crop)
+    if not has_splits and (root / "test").is_dir() and _only_test_folder(root):
+        files = list_images(root / "test")
+        classes = class_names(files)
+        test = read_split(spec, root / "test", classes, image_size, center_crop, files)
         missing_train = (
             f"no train/ folder in {path!r}, only test/; its images serve only as a test source "
             "(--config.data.test)"
@@ -142,8 +149,9 @@ def load_folder(spec: str, path: str, image_size: int = 0, center_crop: int = 0)
         num_classes = len(classes) if classes is not None else None
         return ArraySplits(spec, "image", None, test, num_classes, image_size, missing_train)
     train_root = root / "train" if has_splits else root
-    classes = class_names(list_images(train_root))
-    train = read_split(spec, train_root, classes, image_size, center_crop)
+    files = list_images(train_root)
+    classes = class_names(files)
+    train = read_split(spec, train_root, classes, image_size, center_crop, files)
     test = None
     if has_splits:
         test = read_split(spec, root / "test", classes, image_size, center_crop)

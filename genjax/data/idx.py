@@ -87,13 +87,9 @@ def load_idx_dir(spec: str, root: str, image_size: int = 0, center_crop: int = 0
         )
     labels = (split.get("label") for split in (train, test) if split is not None)
     num_classes = count_classes(spec, *labels)
-    if train is not None:
-        return ArraySplits(
-            spec, "image", train, test, num_classes, image_size, center_crop=center_crop
-        )
     missing_train += "; its t10k files serve only as a test source (--config.data.test)"
     return ArraySplits(
-        spec, "image", None, test, num_classes, image_size, missing_train, center_crop
+        spec, "image", train, test, num_classes, image_size, missing_train, center_crop
     )
 
 

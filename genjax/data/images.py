@@ -51,6 +51,16 @@ def center_crop(images: np.ndarray, size: int) -> np.ndarray:
     return images[..., top : top + size, left : left + size, :]
 
 
+def check_crop(spec: str, crop: int, height: int, width: int, what: str = "images") -> None:
+    """ConfigError if a crop x crop centre crop does not fit height x width `what`."""
+    if crop > min(height, width):
+        raise data_error(
+            spec,
+            f"center_crop={crop} is larger than its {height}x{width} (HxW) {what}; "
+            f"set --config.data.center_crop to at most {min(height, width)} (0 = no crop)",
+        )
+
+
 def prepare_images(
     spec: str, images: np.ndarray, crop: int = 0, size: int = 0, what: str = "images"
 ) -> np.ndarray:
@@ -59,12 +69,6 @@ def prepare_images(
     (`data.image_size`, see `resize_square`). A crop larger than the images is a ConfigError
     naming `what` (e.g. one file)."""
     if crop:
-        height, width = images.shape[1:3]
-        if crop > min(height, width):
-            raise data_error(
-                spec,
-                f"center_crop={crop} is larger than its {height}x{width} (HxW) {what}; "
-                f"set --config.data.center_crop to at most {min(height, width)} (0 = no crop)",
-            )
+        check_crop(spec, crop, *images.shape[1:3], what)
         images = center_crop(images, crop)
     return resize_images(images, size) if size else images

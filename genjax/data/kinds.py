@@ -27,7 +27,8 @@ class DataKind(abc.ABC):
 
     name: str  # Source.kind of the sources that serve it; also KINDS' key
     keys: tuple[str, ...]  # the example keys a model consumes (labels travel separately)
-    modes: frozenset[str] = frozenset()  # sample.py modes this kind can draw besides 'samples'
+    modes: frozenset[str] = frozenset()  # sample.py modes a family makes that this kind can show
+    views: frozenset[str] = frozenset()  # further sample.py modes that only draw the samples
 
     @abc.abstractmethod
     def model_input(self, batch: dict, value_range: tuple[float, float]) -> Any:
@@ -143,7 +144,7 @@ class PointKind(DataKind):
 
     name = "point"
     keys = ("point",)
-    modes = frozenset({"scatter"})
+    views = frozenset({"scatter"})  # the samples over the real points
 
     def model_input(self, batch, value_range):
         return batch["point"].astype(jnp.float32)

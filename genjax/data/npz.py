@@ -38,16 +38,12 @@ def load_npz(spec: str, path: str, image_size: int = 0, center_crop: int = 0) ->
     )
     labels = (split.get("label") for split in (train, test) if split is not None)
     num_classes = count_classes(spec, *labels)
-    if train is not None:
-        return ArraySplits(
-            spec, "image", train, test, num_classes, image_size, center_crop=center_crop
-        )
     missing_train = (
         f"no 'images' array (found: {found}); its 'test_images' serve only as a test source "
         "(--config.data.test)"
     )
     return ArraySplits(
-        spec, "image", None, test, num_classes, image_size, missing_train, center_crop
+        spec, "image", train, test, num_classes, image_size, missing_train, center_crop
     )
 
 

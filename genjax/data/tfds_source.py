@@ -12,7 +12,7 @@ import numpy as np
 
 from genjax.data.arrays import Source
 from genjax.data.errors import data_error
-from genjax.data.images import as_hwc, prepare_images
+from genjax.data.images import as_hwc, check_crop, prepare_images
 
 HOLDOUT_SPLITS = {"train": "train[:90%]", "test": "train[90%:]", "all": "train"}
 
@@ -94,13 +94,8 @@ def image_features(
             "data sets such as tfds:mnist, tfds:cifar10, tfds:celeb_a",
         )
     height, width, channels = image.shape
-    known = [side for side in (height, width) if side is not None]
-    if center_crop and known and center_crop > min(known):
-        raise data_error(
-            spec,
-            f"center_crop={center_crop} is larger than its {height}x{width} (HxW) images; "
-            f"set --config.data.center_crop to at most {min(known)} (0 = no crop)",
-        )
+    if center_crop and height is not None and width is not None:  # else checked per image
+        check_crop(spec, center_crop, height, width)
     if image_size or center_crop:
         height = width = image_size or center_crop
     elif height is None or width is None:

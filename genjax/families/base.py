@@ -52,6 +52,10 @@ class Family(abc.ABC):
         """The model state (a flax.struct dataclass with an int32 `step`) from `key`."""
 
     @abc.abstractmethod
+    def network_params(self, state) -> tuple:
+        """The params of each of its networks, in the order of its models (e.g. to count)."""
+
+    @abc.abstractmethod
     def make_step(self, config, models, kind) -> Callable:
         """The per-device step `(state, batch, key) -> (state, metrics)`.
 

@@ -25,7 +25,7 @@ from jax import lax
 from genjax import augment, objectives
 from genjax.config import ConfigError
 from genjax.families.base import Family
-from genjax.parallel import AXIS, device_mean, local_rows, per_example_noise
+from genjax.parallel import device_mean, per_example_noise
 from genjax.steps import SKIPPED, apply_if_finite, apply_train, init_variables, optimizer
 
 
@@ -137,6 +137,9 @@ class GANFamily(Family):
             g_ema=g_params if config.gan.ema_decay > 0 else {},
         )
 
+    def network_params(self, state: GANState) -> tuple:
+        return state.g_params, state.d_params
+
     def make_step(self, config, models, kind) -> Callable:
         """One GAN step: `n_critic` discriminator updates, then one generator update.
 
@@ -144,13 +147,14 @@ class GANFamily(Family):
         (PacGAN); the losses average over packs.
         """
         generator, discriminator = models
-        m = config.gan.pack
-        g_tx, d_tx = gan_optimizers(config)
-        d_loss_fn, g_loss_fn = objectives.ADVERSARIAL_LOSSES[config.gan.loss]
-        use_penalty = config.gan.loss == "wgan_gp"
-        z_dim = config.model.z_dim
         g = config.gan
+        m = g.pack
+        g_tx, d_tx = gan_optimizers(config)
+        d_loss_fn, g_loss_fn = objectives.ADVERSARIAL_LOSSES[g.loss]
+        use_penalty = g.loss == "wgan_gp"
+        z_dim = config.model.z_dim
         policy = augment.parse_policy(g.augment)
+        n_critic = g.n_critic
 
         def latents(key, b):
             return per_example_noise(jax.random.normal, key, (b, z_dim))
@@ -159,9 +163,8 @@ class GANFamily(Family):
             """DiffAugment of a batch, with values drawn for the global batch (per example)."""
             if not policy:
                 return x
-            b = x.shape[0] * lax.axis_size(AXIS)
-            values = augment.draw(key, b, x.shape[1:], policy)
-            return augment.apply(x, jax.tree.map(local_rows, values), policy)
+            draw = lambda k, shape: augment.draw(k, shape[0], x.shape[1:], policy)  # noqa: E731
+            return augment.apply(x, per_example_noise(draw, key, (x.shape[0],)), policy)
 
         def discriminator_update(state: GANState, real, key):
             z_key, gp_key = jax.random.split(key)
@@ -187,7 +190,7 @@ class GANFamily(Family):
                 if use_penalty:
                     eps = per_example_noise(jax.random.uniform, gp_key, (b // m,))
                     penalty = objectives.gradient_penalty(
-                        critic, real, fake, eps, weight=config.gan.gp_weight
+                        critic, real, fake, eps, weight=g.gp_weight
                     )
                 if r1_weight:
                     penalty = penalty + objectives.r1_penalty(critic, real, r1_weight)
@@ -262,7 +265,7 @@ class GANFamily(Family):
 
         def step(state: GANState, batch: dict, key) -> tuple[GANState, dict]:
             reals = kind.model_input(batch, self.value_range)  # (n_critic, b, ...)
-            d_keys = jax.random.split(jax.random.fold_in(key, 0), config.gan.n_critic)
+            d_keys = jax.random.split(jax.random.fold_in(key, 0), n_critic)
 
             def critic_body(state, inputs):
                 real, k = inputs

@@ -122,6 +122,9 @@ class VAEFamily(Family):
             opt_state=vae_optimizer(config).init(params),
         )
 
+    def network_params(self, state: VAEState) -> tuple:
+        return state.params["encoder"], state.params["decoder"]
+
     def make_step(self, config, models, kind) -> Callable:
         """One update of the negative ELBO (Kingma & Welling 2013, eq. 10), analytic KL."""
         encoder, decoder = models

@@ -111,15 +111,11 @@ def _autoregressive(config, encoder, decoder, dtype):
     return encoder, vae.AutoregressiveDecoder(decoder, kernel, config.model.ar_hidden, dtype=dtype)
 
 
-def _likelihood_channels(config) -> int:
-    return LIKELIHOOD_CHANNELS[config.vae.likelihood]
-
-
 def _vae_mlp(config, shape, **common):
     cfg = config.model
     shape = _image_shape("vae_mlp", shape)
     _positive(cfg, "z_dim", "hidden", "depth")
-    k = _likelihood_channels(config)
+    k = LIKELIHOOD_CHANNELS[config.vae.likelihood]  # decoder channels per data channel
     return _autoregressive(
         config,
         vae.MLPEncoder(cfg.z_dim, cfg.hidden, cfg.depth, **common),
@@ -132,7 +128,7 @@ def _vae_conv(config, shape, **common):
     cfg = config.model
     shape = _square_image_shape("vae_conv", shape)
     _positive(cfg, "z_dim", "features")
-    k = _likelihood_channels(config)
+    k = LIKELIHOOD_CHANNELS[config.vae.likelihood]  # decoder channels per data channel
     return _autoregressive(
         config,
         vae.ConvEncoder(cfg.z_dim, cfg.features, **common),

@@ -41,17 +41,10 @@ from genjax.models.layers import batch_norm
 
 
 def xavier_uniform(gain: float = 1.0):
-    """PyTorch's `xavier_uniform_(w, gain)` for a flax kernel (..., in, out): uniform on
-    +-gain * sqrt(6 / (fan_in + fan_out)), fans counted over the receptive field. Drawn as a
-    2-D matrix and reshaped: XLA:CPU compiles a 2-D random draw faster than a 4-D one."""
-
-    def init(key, shape, dtype=jnp.float32):
-        field = math.prod(shape[:-2])
-        bound = gain * math.sqrt(6.0 / ((shape[-2] + shape[-1]) * field))
-        flat = (math.prod(shape[:-1]), shape[-1])
-        return jax.random.uniform(key, flat, dtype, -bound, bound).reshape(shape)
-
-    return init
+    """PyTorch's `xavier_uniform_(w, gain)`: uniform on +-gain * sqrt(6 / (fan_in + fan_out)),
+    fans counted over the receptive field, which is flax's variance scaling with scale gain^2
+    averaged over the fans."""
+    return nn.initializers.variance_scaling(gain**2, "fan_avg", "uniform")
 
 
 RESIDUAL_INIT = xavier_uniform(math.sqrt(2.0))
