@@ -112,6 +112,29 @@ def _silence_failed_writes() -> None:
     logging.getLogger("absl").addFilter(_keep_unless_failed_write)  # orbax logs through absl
 
 
+def newest_complete_step(directory: str | Path) -> int | None:
+    """The newest step in `directory` whose save orbax finalised, from the file system alone.
+
+    Safe to call while another thread is saving, or a peer process is gone: no barrier and no
+    CheckpointManager. Orbax writes a step in a temporary folder and renames it to `<step>`
+    once every process has written its part, so a save cut short is never counted.
+    """
+    steps = ocp.utils.checkpoint_steps(directory) if Path(directory).is_dir() else []
+    return max(steps, default=None)
+
+
+def resume_hint(directory: str | Path) -> str:
+    """'; the newest complete checkpoint is ...; rerun ...': what a run that stops with a
+    lost process says about resuming."""
+    step = newest_complete_step(directory)
+    if step is None:
+        return f"; no complete checkpoint in {directory}: rerun the same command on every process"
+    return (
+        f"; the newest complete checkpoint is step {step} ({Path(directory) / str(step)}): "
+        "rerun the same command on every process to resume from it"
+    )
+
+
 class Checkpoints:
     """The checkpoints of one workdir: `state` (a pytree) and `data` (iterator state, JSON)."""
 

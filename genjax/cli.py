@@ -15,6 +15,7 @@ from genjax.config import ConfigError
 
 USAGE_ERROR = 2  # bad input: flags, config, paths, data
 IO_ERROR = 4  # the file system failed during the run (disk full, read-only)
+PEER_LOST = 5  # a process of a multi-process job was lost (genjax.parallel.PeerWatchdog)
 
 
 def fail(message: str, code: int = USAGE_ERROR, run_exit_handlers: bool = True):

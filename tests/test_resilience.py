@@ -489,7 +489,9 @@ def test_initialize_distributed_joins_a_job_only_when_told_or_detected(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     initialize_distributed(*args)
-    assert calls == ([] if expected is None else [expected])
+    # JAX's own heartbeat timeout, 2 x the default peer timeout (30 s) + 30 s: after genjax's
+    heartbeat = {"heartbeat_timeout_seconds": 90}
+    assert calls == ([] if expected is None else [expected | heartbeat])
 
 
 def test_metric_rows_are_strict_json_with_nan_and_inf_as_null(tmp_path):

@@ -14,9 +14,12 @@ count. Batches are index arrays gathered by `Source.take` (one numpy gather per 
 in-memory sources), prefetched by grain threads, or by grain worker processes when
 num_workers > 0.
 
-Resume: `get_state()` is {'next_batch': j, ...}; `set_state` restarts the grain pipeline at
-batch j (a slice of the batched MapDataset), which also works with worker processes and after
-a change in the number of processes.
+Resume: `get_state()` is {'next_batch': j, 'epoch': e, ...}: j is the index of the next
+global batch and e the epoch its first example is in, the same on every process and for any
+process count (no per-process iterator internals). `set_state` restarts the grain pipeline at
+global batch j (a slice of the batched MapDataset), which also works with worker processes,
+so a checkpoint written by N processes continues with M processes on the same sequence of
+global batches.
 """
 
 from __future__ import annotations
@@ -122,18 +125,29 @@ class HostBatchIterator:
         return batch
 
     def get_state(self) -> dict:
-        """JSON-serialisable position: the index of the next batch, plus what it depends on."""
-        return {"next_batch": self._next_batch, **self._fingerprint}
+        """JSON-serialisable position, independent of the process count: the index of the next
+        global batch and its epoch, plus what they depend on."""
+        return {"next_batch": self._next_batch, "epoch": self._epoch(self._next_batch)} | (
+            self._fingerprint
+        )
+
+    def _epoch(self, batch: int) -> int:
+        """The epoch of global batch `batch`'s first example."""
+        return batch * self._fingerprint["global_batch_size"] // self._fingerprint["num_examples"]
 
     def set_state(self, state: dict) -> None:
         """Continues from a `get_state()` of an iterator over the same data, seed and batch."""
         saved = {key: _as_int(state.get(key)) for key in STATE_CHECKS}
         next_batch = _as_int(state.get("next_batch"))
-        if saved != self._fingerprint or next_batch is None or next_batch < 0:
+        valid = next_batch is not None and next_batch >= 0
+        if valid and "epoch" in state:  # a state saved without it is taken as it is
+            valid = _as_int(state["epoch"]) == self._epoch(next_batch)
+        if saved != self._fingerprint or not valid:
             raise ConfigError(
                 f"cannot resume the data pipeline from state {dict(state)}: it needs "
-                f"next_batch >= 0 and {self._fingerprint}; resume with the same config.seed, "
-                "config.batch_size and data, or start a fresh workdir"
+                f"next_batch >= 0 (its epoch, if given, consistent) and {self._fingerprint}; "
+                "resume with the same config.seed, config.batch_size and data, or start a "
+                "fresh workdir"
             )
         self.close()
         self._next_batch = next_batch
