@@ -7,6 +7,10 @@ Each (config, seed) is trained with train.py's loop into RUNS/CONFIG/seedS (seed
 --num_steps N; resuming if it is there) and evaluated with genjax.metrics.evaluate; the
 markdown table holds mean ± std over seeds of the keys that matter for that config, beside
 the real-vs-real floor.
+
+A config may carry overrides after `+`, each KEY=VALUE as on train.py's command line, e.g.
+`dcgan_mnist+gan.ema_decay=0.999+gan.augment=translation`: a variant, with rows and a run
+folder of its own, scored on the keys of its base config.
 """
 
 from __future__ import annotations
@@ -38,9 +42,36 @@ KEYS = {
         "recall_classifier",
         "classes_covered",
     ],
+    "cdcgan_mnist": [
+        "class_accuracy",
+        "classes_covered",
+        "fd_classifier",
+        "precision_classifier",
+        "recall_classifier",
+    ],
     "vae_mlp_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "vae_conv_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "vae_pixel_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
+    "text_vae": [
+        "test_nll",
+        "test_ppl",
+        "kl",
+        "mutual_info",
+        "active_units",
+        "distinct_2",
+        "self_bleu",
+        "novel_fraction",
+    ],
+    "text_lm": ["test_nll", "test_ppl", "distinct_2", "self_bleu", "novel_fraction"],
+    "vqvae_mnist": ["test_recon", "test_neg_elbo", "test_perplexity", "test_usage"],
+    # its first stage: +prior.vqvae_workdir=RUNS/vqvae_mnist/seedS (docs/vqvae.md)
+    "vqvae_prior_mnist": [
+        "test_neg_elbo",
+        "test_code_nll",
+        "test_recon",
+        "test_bits_per_dim",
+        "fd_classifier",
+    ],
 }
 
 
@@ -51,7 +82,11 @@ def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dic
     from genjax.metrics.evaluate import evaluate
     from genjax.train import Trainer
 
-    config = importlib.import_module(f"configs.{name}").get_config()
+    base, *overrides = name.split("+")
+    config = importlib.import_module(f"configs.{base}").get_config()
+    for override in overrides:
+        key, _, value = override.partition("=")
+        config.update_from_flattened_dict({key: _parsed(value, config, key)})
     config.seed = seed
     config.sample_every = 0
     if num_steps:
@@ -89,9 +124,37 @@ def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dic
     return row
 
 
+def _parsed(text: str, config, key: str):
+    """A command-line value as the type of config field `key`."""
+    import ast
+
+    current = config
+    for part in key.split("."):
+        current = current[part]
+    if isinstance(current, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word: a string
+    return type(current)(value) if current is not None else value
+
+
+def config_names(text: str) -> list[str]:
+    """--configs' names: split at commas, except those inside a variant's value (a piece that
+    names no config file joins the one before, as in `dcgan_mnist+gan.augment=color,cutout`)."""
+    names: list[str] = []
+    for piece in text.split(","):
+        if names and not (ROOT / "configs" / f"{piece.split('+')[0]}.py").is_file():
+            names[-1] += "," + piece
+        else:
+            names.append(piece)
+    return names
+
+
 def summarise(name: str, rows: list[dict]) -> list[str]:
     lines = []
-    for key in KEYS[name] + ["train_seconds"]:
+    for key in KEYS[name.split("+")[0]] + ["train_seconds"]:
         values = np.array([r.get(key, np.nan) for r in rows], float)
         floor = np.array([r.get(f"{key}_floor", np.nan) for r in rows], float)
         cell = f"{np.nanmean(values):.4g} ± {np.nanstd(values):.2g}" if values.size else "-"
@@ -123,7 +186,7 @@ def main() -> None:
         "| config | metric | mean ± std over seeds | real-vs-real floor | per seed |",
         "|---|---|---|---|---|",
     ]
-    for name in args.configs.split(","):
+    for name in config_names(args.configs):
         rows = []
         for seed in seeds:
             row = run_one(name, seed, ROOT / args.runs, args.num_steps, args.nll_k)

@@ -33,13 +33,14 @@ TABLES = ("configs", "quality", "speed")
 # Quality tables in the order they are read; a config's rows come from the first that has it.
 QUALITY_TABLES = ("quality.md", "quality_dcgan.md", "quality_vae_conv.md")
 # The first group of metrics a config's table has is its headline.
-HEADLINES = (("test_nll",), ("modes", "hq_fraction"), ("fd_classifier",))
+HEADLINES = (("test_nll",), ("modes", "hq_fraction"), ("class_accuracy",), ("fd_classifier",))
 SPEED_JSON, SPEED_MARKDOWN = "throughput_cpu.json", "throughput_cpu.md"
 SPEED_COMMAND = (
     "python benchmarks/throughput.py --config all --torch --loop "
     f"--json docs/{SPEED_JSON} --markdown docs/{SPEED_MARKDOWN}"
 )
 MODELS = {  # config -> its model in a few words (the config's docstring for any other)
+    "cdcgan_mnist": "class-conditional DCGAN: conditional BatchNorm in G, projection D",
     "dcgan_celeba64": "DCGAN at 64×64×3 on faces (108-pixel centre crop), for a GPU",
     "dcgan_mnist": "DCGAN: BatchNorm + ReLU in G, LeakyReLU 0.2 in D",
     "gan_grid25": "MLP GAN for 2-D data, 3×256, lr decayed over the last half",

@@ -4,36 +4,39 @@ python benchmarks/throughput.py --config all [--batch B] [--steps_per_call K] [-
     [--data_shape 64,64,3] [--torch [--torch_threads N]] [--loop [--loop_runs N]] [--host_data]
     [--json FILE] [--markdown FILE] [--quick]
 
-Per config (configs/NAME.py) the call timed is genjax.train.Trainer's own compiled chunk
-(guarded step, make_chunk with the config's data path, DataParallel.compile), on the config's
-embedded data set or on random data of --data_shape. Steady-state time is the median of --calls
-timed calls after --warmup, each ending in block_until_ready; with --torch the PyTorch eager
-reference (benchmarks/torch_reference.py) is timed in alternation with it, as is the peak (a
-large matmul in the same dtype), so ratios hold under a changing machine load. Each timed call
-follows an untimed call of the same kind (`settled`), so that it runs back to back with its own
-kind as in a training loop, not in the wake of another's. FLOPs per step: XLA's generic cost
-analysis of the 1-step call's lowered (unoptimised) module with every lax.scan unrolled, so that
-the n_critic updates all count (XLA counts a loop body once, compiled or not), run by the CPU
-client on every backend: after optimisation, GPU matmuls and convolutions are cuBLAS/cuDNN
-custom calls that the analysis counts as nothing. On CPU it agrees closely with the compiled
-call's count in float32 and is a little below it in bfloat16 (the compiled count adds the
-bfloat16 <-> float32 converts XLA:CPU inserts). Bytes accessed per step: the compiled 1-step
-call's count on CPU (the operands and results of every op after fusion, i.e. the memory traffic
-if no cache kept anything between ops; FLOPs / bytes is the step's arithmetic intensity); None
-(n/a) on other backends, where custom calls are left out, and for a step with a loop. FLOPs,
-bytes, FLOP/s and the peak are for all N devices (the per-device program's count times N; the
-peak matmul, timed on one device, times N), as examples/s is.
-`matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on CPU, 'tf32' on
-GPUs that have it (JAX's default precision; the torch reference is set to match).
-With --torch, `torch_flops_per_step` is torch's own count of its step (torch.utils.flop_counter:
-convolutions and matmuls, forward and backward, nothing elementwise: the work of these layers
-computed directly) and `torch_mfu` its rate over the same peak, so 1.5x PyTorch at the same
-work needs an MFU of 1.5 x torch_mfu x (flops_per_step / torch_flops_per_step) or more.
-`processor` is the host CPU's model name (also under the table).
-Examples per step = batch_size (the generator's batch for GANs, whatever n_critic is).
-With steps_per_call K > 1 the same step compiled one per call is timed in alternation too:
-`one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms, what K steps per call save
-in dispatch and host round trips.
+Per config (configs/NAME.py) the call timed is genjax.train.Trainer's own compiled chunk (guarded
+step, make_chunk with the config's data path, DataParallel.compile), on the config's embedded data
+set or on random data of --data_shape. A config whose data needs a download (RANDOM_DATA_SHAPES:
+sngan_cifar10, dcgan_celeba64) runs on random data of its data's shape unless --data_shape gives
+another; random data is labelled (RANDOM_CLASSES classes) for a class-conditional model, and is
+opened by the Trainer as a named data set (on_random_data). `--config all` is the configs whose
+data ships with genjax (not the two-stage VQ-VAE ones); name sngan_cifar10 or dcgan_celeba64 to
+time them (on a GPU: benchmarks/gpu.sh). Steady-state time is the median of --calls timed calls
+after --warmup, each ending in block_until_ready; with --torch the PyTorch eager reference
+(benchmarks/torch_reference.py) is timed in alternation with it, as is the peak (a large matmul in
+the same dtype), so ratios hold under a changing machine load. Each timed call follows an untimed
+call of the same kind (`settled`), so that it runs back to back with its own kind as in a training
+loop, not in the wake of another's. FLOPs per step: XLA's generic cost analysis of the 1-step
+call's lowered (unoptimised) module with every lax.scan unrolled, so that the n_critic updates all
+count (XLA counts a loop body once, compiled or not), run by the CPU client on every backend: after
+optimisation, GPU matmuls and convolutions are cuBLAS/cuDNN custom calls that the analysis counts
+as nothing. On CPU it agrees closely with the compiled call's count in float32 and is a little
+below it in bfloat16 (the compiled count adds the bfloat16 <-> float32 converts XLA:CPU inserts).
+Bytes accessed per step: the compiled 1-step call's count on CPU (the operands and results of every
+op after fusion, i.e. the memory traffic if no cache kept anything between ops; FLOPs / bytes is
+the step's arithmetic intensity); None (n/a) on other backends, where custom calls are left out,
+and for a step with a loop. FLOPs, bytes, FLOP/s and the peak are for all N devices (the per-device
+program's count times N; the peak matmul, timed on one device, times N), as examples/s is.
+`matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on CPU, 'tf32' on GPUs
+that have it (JAX's default precision; the torch reference is set to match). With --torch,
+`torch_flops_per_step` is torch's own count of its step (torch.utils.flop_counter: convolutions and
+matmuls, forward and backward, nothing elementwise: the work of these layers computed directly) and
+`torch_mfu` its rate over the same peak, so 1.5x PyTorch at the same work needs an MFU of 1.5 x
+torch_mfu x (flops_per_step / torch_flops_per_step) or more. `processor` is the host CPU's model
+name (also under the table). Examples per step = batch_size (the generator's batch for GANs,
+whatever n_critic is). With steps_per_call K > 1 the same step compiled one per call is timed in
+alternation too: `one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms, what K steps per
+call save in dispatch and host round trips.
 
 --loop also runs train.py's whole loop (Trainer.run, the config's own log, sample and checkpoint
 intervals) in a temporary workdir for checkpoint_every + 2 * log_every steps, --loop_runs times,
@@ -72,11 +75,12 @@ import numpy as np  # noqa: E402
 from jax.extend import core as jax_core  # noqa: E402
 
 from benchmarks.readme_tables import config_names  # noqa: E402
-from genjax import experiment  # noqa: E402
 from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
 from genjax.config import DTYPES, resolve  # noqa: E402
-from genjax.data.arrays import ArraySource  # noqa: E402
-from genjax.data.kinds import kind_of  # noqa: E402
+from genjax.data.arrays import ArraySplits  # noqa: E402
+from genjax.data.kinds import LABEL  # noqa: E402
+from genjax.data.sources import NAMED_SOURCES, register_source  # noqa: E402
+from genjax.models.registry import entry  # noqa: E402
 from genjax.train import Trainer  # noqa: E402
 
 CONFIGS = config_names()
@@ -84,13 +88,20 @@ CONFIGS = config_names()
 
 def _embedded(name: str) -> bool:
     """Whether config NAME trains on data that ships with genjax (no download)."""
-    from genjax.data.sources import NAMED_SOURCES
-
     return importlib.import_module(f"configs.{name}").get_config().data.train in NAMED_SOURCES
 
 
-ALL = [name for name in CONFIGS if _embedded(name)]  # `--config all`: no download needed
-RANDOM_EXAMPLES = 2048  # size of the random on-device data set used with --data_shape
+# The example shape of the configs whose data needs a download (TFDS): they run on random
+# data of that shape, unless --data_shape gives another
+RANDOM_DATA_SHAPES = {"sngan_cifar10": (32, 32, 3), "dcgan_celeba64": (64, 64, 3)}
+# `--config all`: the configs whose data ships with genjax, not the VQ-VAE configs (no
+# PyTorch reference, and the prior trains on a trained first stage). The GPU configs
+# (RANDOM_DATA_SHAPES) run when named: on a 2-core CPU one sngan_cifar10 step at batch 64 takes
+# many minutes, a dcgan_celeba64 step seconds.
+TWO_STAGE = ("vqvae_mnist", "vqvae_prior_mnist")
+ALL = sorted(n for n in CONFIGS if _embedded(n) and n not in TWO_STAGE)
+RANDOM_EXAMPLES = 2048  # size of a random data set
+RANDOM_CLASSES = 10  # classes of a random data set's labels, for a class-conditional model
 
 
 def load_config(name: str, args):
@@ -105,24 +116,46 @@ def load_config(name: str, args):
     return resolve(config)
 
 
-def random_source(data_shape: tuple) -> ArraySource:
-    """RANDOM_EXAMPLES uniform uint8 images (H, W, C), or N(0, 1) points (D,)."""
+def data_shape_for(name: str, data_shape: tuple | None) -> tuple | None:
+    """The random data's shape for config NAME: `data_shape` (--data_shape) if given, else
+    RANDOM_DATA_SHAPES' for a config whose data needs a download, else None (its own data)."""
+    return data_shape or RANDOM_DATA_SHAPES.get(name)
+
+
+def random_splits(name: str, data_shape: tuple, num_classes: int) -> ArraySplits:
+    """The data set `name`: RANDOM_EXAMPLES uniform uint8 images (H, W, C), or N(0, 1) points
+    (D,), with uniform labels of `num_classes` classes if > 0; its test split is the same."""
     rng = np.random.default_rng(0)
     if len(data_shape) == 1:
-        points = rng.normal(size=(RANDOM_EXAMPLES, *data_shape)).astype(np.float32)
-        return ArraySource({"point": points}, "point", None)
-    images = rng.integers(0, 256, (RANDOM_EXAMPLES, *data_shape), dtype=np.uint8)
-    return ArraySource({"image": images}, "image", None)
+        kind, x = "point", rng.normal(size=(RANDOM_EXAMPLES, *data_shape)).astype(np.float32)
+    else:
+        kind, x = "image", rng.integers(0, 256, (RANDOM_EXAMPLES, *data_shape), dtype=np.uint8)
+    arrays = {kind: x}
+    if num_classes:
+        arrays[LABEL] = rng.integers(0, num_classes, RANDOM_EXAMPLES).astype(np.int32)
+    return ArraySplits(name, kind, arrays, arrays, num_classes or None)
+
+
+def on_random_data(config, data_shape: tuple):
+    """`config` training on random data of `data_shape` (labelled, RANDOM_CLASSES classes, if
+    its model is class-conditional): a data set registered under a bare name, as the embedded
+    ones are, so that train.py's Trainer opens it and builds the experiment on its kind, shape
+    and classes as on any other data, and never opens (or downloads) the config's own."""
+    classes = RANDOM_CLASSES if entry(config.model.name).conditional else 0
+    name = "random_" + "x".join(map(str, data_shape)) + (f"_{classes}classes" if classes else "")
+    if name not in NAMED_SOURCES:
+        register_source(name, lambda image_size: random_splits(name, data_shape, classes))
+    config = config.copy_and_resolve_references()
+    config.data.train, config.data.test = name, ""
+    config.data.image_size = config.data.center_crop = 0  # served as drawn
+    return resolve(config)
 
 
 def trainer_for(config, data_shape: tuple | None, workdir: Path | None = None) -> Trainer:
     """train.py's Trainer for `config`; with `data_shape`, on random data of that shape."""
-    trainer = Trainer(config, workdir or Path(tempfile.gettempdir()) / "genjax-throughput-unused")
     if data_shape is not None:
-        trainer.train_source = random_source(data_shape)
-        kind = kind_of(trainer.train_source)
-        trainer.experiment = experiment.build(trainer.config, kind, data_shape)
-    return trainer
+        config = on_random_data(config, data_shape)
+    return Trainer(config, workdir or Path(tempfile.gettempdir()) / "genjax-throughput-unused")
 
 
 def compiled_chunk(trainer: Trainer, length: int, state):
@@ -277,17 +310,21 @@ def torch_refusal() -> str | None:
     return None
 
 
-def torch_reference_call(config, arrays: dict, steps: int, threads: int = 0):
-    """benchmarks/torch_reference.py's call on this backend's device, or None if torch lacks it;
-    its float32 matmuls and convolutions run at JAX's precision (matmul_precision())."""
+def torch_reference_call(config, arrays: dict, steps: int, threads: int = 0, num_classes=0):
+    """benchmarks/torch_reference.py's call on this backend's device, or None if torch lacks
+    the device or the model; its float32 matmuls and convolutions run at JAX's precision
+    (matmul_precision()). `num_classes` > 0: a class-conditional model, labels in arrays."""
     from benchmarks import torch_reference
 
     device = {"cpu": "cpu", "gpu": "cuda"}.get(jax.default_backend())
     if device is None or (device == "cuda" and not torch_reference.torch.cuda.is_available()):
         print(f"no torch reference on {jax.default_backend()}", file=sys.stderr)
         return None
+    if config.model.name not in torch_reference.MODELS:
+        print(f"no torch reference for model {config.model.name!r}", file=sys.stderr)
+        return None
     tf32 = matmul_precision() == "tf32"
-    return torch_reference.make_call(config, arrays, steps, device, threads, tf32)
+    return torch_reference.make_call(config, arrays, steps, device, threads, tf32, num_classes)
 
 
 def loop_rate(config, data_shape: tuple | None, quick: bool) -> tuple[float, float]:
@@ -334,7 +371,9 @@ def loop_fractions(args, config, data_shape, call, before: list) -> dict:
 
 
 def measure(name: str, args, data_shape: tuple | None) -> dict:
-    """One config's row: compile time, steady-state step time, FLOPs, MFU (and torch)."""
+    """One config's row: compile time, steady-state step time, FLOPs, MFU (and torch), on
+    the config's data or random data (data_shape_for)."""
+    data_shape = data_shape_for(name, data_shape)
     config = load_config(name, args)
     trainer, state, call, data, key, compile_s = ready_call(config, data_shape)
     k = config.steps_per_call
@@ -356,13 +395,15 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         return run
 
     arrays = trainer.train_source.to_arrays()
-    arrays = {k: arrays[k] for k in trainer.experiment.kind.keys}
+    num_classes = trainer.experiment.num_classes  # > 0: a conditional model reads the labels
+    keys = (*trainer.experiment.kind.keys, *((LABEL,) if num_classes else ()))
+    arrays = {k: arrays[k] for k in keys}
     matmul, matmul_flops = peak_matmul(config.dtype)
     calls = {"genjax": runner(call, data), "peak": matmul}
     if k > 1:  # the same steps one per call, to show what steps_per_call gains
         calls["one_step"] = runner(one_step, one_step_data)
     if args.torch:
-        calls["torch"] = torch_reference_call(config, arrays, k, args.torch_threads)
+        calls["torch"] = torch_reference_call(config, arrays, k, args.torch_threads, num_classes)
     calls = {label: fn for label, fn in calls.items() if fn is not None}
     for _ in range(args.warmup):
         for fn in calls.values():

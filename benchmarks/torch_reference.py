@@ -3,7 +3,11 @@
 Same layers, widths, norms and activations as genjax/models (NCHW, PyTorch's default layout;
 init does not matter for speed), the same step: GAN = n_critic discriminator updates on fresh
 real batches + one generator update; VAE = negative ELBO with the reparameterised z and
-analytic KL. Batches are drawn on the device from the data set, as with data.on_device.
+analytic KL. Batches are drawn on the device from the data set, as with data.on_device. A
+class-conditional GAN (cdcgan) reads the real examples' labels with them and draws each
+generated example's class uniformly, G and D both seeing it, as genjax.families.gan does.
+Spectral norm (sngan_resnet's D, d_norm='spectral') is torch's parametrization: one power
+iteration per forward pass in training, as genjax's nn.SpectralNorm runs one per call.
 Compute dtype = config.dtype (autocast unless float32); on CUDA, float32 matmuls and
 convolutions run in TF32 or IEEE float32 as the caller says (throughput.py: as JAX runs them).
 Threads = the machine's cores. Needs the [bench] extra (torch==2.13.0).
@@ -47,27 +51,182 @@ class Reshape(nn.Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
-def dcgan(cfg, shape):
-    """(generator, discriminator) of genjax.models.gan.DCGAN*."""
+def spectral(module: nn.Module) -> nn.Module:
+    """`module` with its weight spectrally normalised (Miyato et al. 2018): torch's
+    parametrization, one power iteration per forward pass in training mode."""
+    return nn.utils.parametrizations.spectral_norm(module)
+
+
+class ConditionalBatchNorm(nn.Module):
+    """genjax.models.layers.ConditionalBatchNorm: BatchNorm without its own scale and shift,
+    then * gamma[y] + beta[y], one row per class (initialised to 1 and 0)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, momentum=0.1, eps=1e-5, affine=False)
+        self.gamma, self.beta = (
+            nn.Embedding(num_classes, channels),
+            nn.Embedding(num_classes, channels),
+        )
+        nn.init.ones_(self.gamma.weight)
+        nn.init.zeros_(self.beta.weight)
+
+    def forward(self, x, labels):
+        scale, shift = self.gamma(labels)[:, :, None, None], self.beta(labels)[:, :, None, None]
+        return self.norm(x) * scale + shift
+
+
+class OneHotInput(nn.Module):
+    """z -> [z, one_hot(y)]: genjax's cdcgan generator input (Mirza & Osindero 2014)."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, z, labels):
+        return torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], 1)
+
+
+class Conditional(nn.Sequential):
+    """nn.Sequential whose forward(x, labels) hands the labels to the layers that take them."""
+
+    def forward(self, x, labels):
+        for layer in self:
+            takes = isinstance(layer, ConditionalBatchNorm | OneHotInput)
+            x = layer(x, labels) if takes else layer(x)
+        return x
+
+
+class Projection(nn.Module):
+    """Projection discriminator (Miyato & Koyama 2018, eq. 3), genjax's cdcgan D: phi = the
+    flattened features `body(x)`, logit = linear(phi) + <embed(y), phi>."""
+
+    def __init__(self, body: nn.Module, linear: nn.Module, embed: nn.Module):
+        super().__init__()
+        self.body, self.linear, self.embed = body, linear, embed
+
+    def forward(self, x, labels):
+        phi = self.body(x)
+        return self.linear(phi) + (self.embed(labels) * phi).sum(1, keepdim=True)
+
+
+def dcgan(cfg, shape, num_classes: int = 0):
+    """(generator, discriminator) of genjax.models.gan.DCGAN*; with `num_classes` (cdcgan)
+    a one-hot class beside z and conditional BatchNorm in G, and a projection D."""
     side, _, channels = shape
     s0, n = square_levels(side)
     width = cfg.features * 2 ** (n - 1)
-    g = [nn.Linear(cfg.z_dim, s0 * s0 * width, bias=False), Reshape(width, s0, s0)]
-    g += [_bn(width, 2), nn.ReLU()]
+
+    def norm(c: int) -> nn.Module:
+        return ConditionalBatchNorm(c, num_classes) if num_classes else _bn(c, 2)
+
+    g = [OneHotInput(num_classes)] if num_classes else []
+    g += [nn.Linear(cfg.z_dim + num_classes, s0 * s0 * width, bias=False), Reshape(width, s0, s0)]
+    g += [norm(width), nn.ReLU()]
     for i in range(1, n):
-        g += [_up(width // 2 ** (i - 1), width // 2**i, False), _bn(width // 2**i, 2), nn.ReLU()]
+        g += [_up(width // 2 ** (i - 1), width // 2**i, False), norm(width // 2**i), nn.ReLU()]
     g += [_up(width // 2 ** (n - 1), channels), nn.Tanh()]
+    sn = spectral if cfg.d_norm == "spectral" else (lambda module: module)
     d, cin = [], channels
     for i in range(n):
         cout = cfg.features * 2**i
-        normed = i > 0 and cfg.d_norm != "none"
-        d.append(_down(cin, cout, bias=not (normed and cfg.d_norm == "batch")))
+        normed = i > 0 and cfg.d_norm in ("batch", "layer")
+        d.append(sn(_down(cin, cout, bias=not (normed and cfg.d_norm == "batch"))))
         if normed:  # GroupNorm(1) = LayerNorm over (C, H, W) with per-channel affine, as flax
             d.append(_bn(cout, 2) if cfg.d_norm == "batch" else nn.GroupNorm(1, cout))
         d.append(nn.LeakyReLU(0.2))
         cin = cout
-    d += [nn.Flatten(), nn.Linear(cin * (side // 2**n) ** 2, 1)]
-    return nn.Sequential(*g), nn.Sequential(*d)
+    features = cin * (side // 2**n) ** 2
+    d += [nn.Flatten()]
+    if not num_classes:
+        return nn.Sequential(*g), nn.Sequential(*d, sn(nn.Linear(features, 1)))
+    embed = sn(nn.Embedding(num_classes, features))
+    return Conditional(*g), Projection(nn.Sequential(*d), sn(nn.Linear(features, 1)), embed)
+
+
+def _upsample(x):  # genjax.models.resnet.upsample_bilinear2x
+    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class GBlock(nn.Module):
+    """genjax.models.resnet.GBlock (Mimicry's GBlock): BN, ReLU, up, conv3x3, BN, ReLU,
+    conv3x3, plus the shortcut up, conv1x1."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.b1, self.b2 = _bn(c, 2), _bn(c, 2)
+        self.c1, self.c2 = nn.Conv2d(c, c, 3, 1, 1), nn.Conv2d(c, c, 3, 1, 1)
+        self.c_sc = nn.Conv2d(c, c, 1, 1, 0)
+
+    def forward(self, x):
+        h = self.c1(_upsample(F.relu(self.b1(x))))
+        h = self.c2(F.relu(self.b2(h)))
+        return h + self.c_sc(_upsample(x))
+
+
+class SNGANGenerator32(nn.Module):
+    """genjax.models.resnet.SNGANGenerator32 (Mimicry's SNGANGenerator32): dense to 4 x 4,
+    three upsampling GBlocks, BN, ReLU, conv3x3, tanh."""
+
+    def __init__(self, z_dim: int, features: int, channels: int):
+        super().__init__()
+        self.l1 = nn.Linear(z_dim, 16 * features)
+        self.blocks = nn.Sequential(*[GBlock(features) for _ in range(3)])
+        self.b5, self.c5 = _bn(features, 2), nn.Conv2d(features, channels, 3, 1, 1)
+
+    def forward(self, z):
+        h = self.blocks(self.l1(z).reshape(z.shape[0], -1, 4, 4))
+        return torch.tanh(self.c5(F.relu(self.b5(h))))
+
+
+class DBlock(nn.Module):
+    """genjax.models.resnet.DBlock (Mimicry's DBlock and, `optimized`, DBlockOptimized), every
+    conv spectrally normalised; the shortcut of a plain block sees relu(x), as Mimicry's
+    in-place ReLU makes it."""
+
+    def __init__(self, cin: int, cout: int, downsample: bool = False, optimized: bool = False):
+        super().__init__()
+        self.downsample, self.optimized = downsample, optimized
+        self.c1 = spectral(nn.Conv2d(cin, cout, 3, 1, 1))
+        self.c2 = spectral(nn.Conv2d(cout, cout, 3, 1, 1))
+        learned = optimized or downsample or cin != cout
+        self.c_sc = spectral(nn.Conv2d(cin, cout, 1, 1, 0)) if learned else None
+
+    def forward(self, x):
+        if self.optimized:
+            h = F.avg_pool2d(self.c2(F.relu(self.c1(x))), 2)
+            return h + self.c_sc(F.avg_pool2d(x, 2))
+        x = F.relu(x)
+        h = self.c2(F.relu(self.c1(x)))
+        shortcut = x if self.c_sc is None else self.c_sc(x)
+        if self.downsample:
+            h, shortcut = F.avg_pool2d(h, 2), F.avg_pool2d(shortcut, 2)
+        return h + shortcut
+
+
+class SNGANDiscriminator32(nn.Module):
+    """genjax.models.resnet.SNGANDiscriminator32 (Mimicry's SNGANDiscriminator32): an optimized
+    and a downsampling DBlock (32 -> 8), two plain ones, ReLU, sum over space, dense."""
+
+    def __init__(self, features: int, channels: int):
+        super().__init__()
+        f = features
+        self.blocks = nn.Sequential(
+            DBlock(channels, f, downsample=True, optimized=True),
+            DBlock(f, f, downsample=True),
+            DBlock(f, f),
+            DBlock(f, f),
+        )
+        self.l5 = spectral(nn.Linear(f, 1))
+
+    def forward(self, x):
+        return self.l5(F.relu(self.blocks(x)).sum((2, 3)))
+
+
+def sngan32(z_dim: int = 128, features: int = 256, d_features: int = 128, channels: int = 3):
+    """(generator, discriminator) of genjax.models.resnet (Mimicry's SNGAN-32; its defaults
+    hold 4,276,739 and 1,053,825 parameters)."""
+    return SNGANGenerator32(z_dim, features, channels), SNGANDiscriminator32(d_features, channels)
 
 
 def gan_mlp(cfg, shape, hidden_layers=1, slope_g=0.01, slope_d=0.01, squash=True):
@@ -153,11 +312,19 @@ def _nchw(shape):
     return (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
 
 
-def build(config, shape):
-    """The torch modules of config.model.name for data of `shape` (genjax's registry)."""
+MODELS = ("cdcgan", "dcgan", "gan_mlp", "sngan_resnet", "toy_mlp", "vae_conv", "vae_mlp")
+
+
+def build(config, shape, num_classes: int = 0):
+    """The torch modules of config.model.name (one of MODELS) for data of `shape` with
+    `num_classes` classes (what genjax's registry builds; the conditional cdcgan uses them)."""
     cfg = config.model
-    if cfg.name == "dcgan":
-        return dcgan(cfg, shape)
+    if cfg.name not in MODELS:
+        raise ValueError(f"no PyTorch reference for model {cfg.name!r}; it has {MODELS}")
+    if cfg.name in ("dcgan", "cdcgan"):
+        return dcgan(cfg, shape, num_classes if cfg.name == "cdcgan" else 0)
+    if cfg.name == "sngan_resnet":
+        return sngan32(cfg.z_dim, cfg.features, cfg.d_features, shape[-1])
     if cfg.name == "gan_mlp":
         return gan_mlp(cfg, shape)
     if cfg.name == "toy_mlp":
@@ -174,13 +341,13 @@ def is_gan(config) -> bool:
     return family_of(config.model.name) is GAN
 
 
-def networks(config, shape):
+def networks(config, shape, num_classes: int = 0):
     """(generator, discriminator) or (encoder, decoder) as the step trains them: with PacGAN
     packing (gan.pack m > 1) the discriminator sees m examples stacked along the channels."""
-    first, second = build(config, shape)
+    first, second = build(config, shape, num_classes)
     m = config.gan.pack if is_gan(config) else 1
     if m > 1:
-        second = build(config, (*shape[:-1], m * shape[-1]))[1]
+        second = build(config, (*shape[:-1], m * shape[-1]), num_classes)[1]
     return first, second
 
 
@@ -198,10 +365,11 @@ GAN_LOSSES = {  # (discriminator loss, generator loss) from logits, as genjax.ob
 }
 
 
-def gradient_penalty(critic, real, fake, weight):
+def gradient_penalty(critic, real, fake, weight, labels: tuple = ()):
+    """WGAN-GP's penalty; a conditional critic judges the mixtures as of the real `labels`."""
     eps = torch.rand(real.shape[0], *[1] * (real.ndim - 1), device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    (grad,) = torch.autograd.grad(critic(x_hat, *labels).sum(), x_hat, create_graph=True)
     norms = torch.sqrt(grad.flatten(1).square().sum(1) + 1e-12)
     return weight * (norms - 1).square().mean()
 
@@ -214,13 +382,21 @@ def _adam(params, config, lr):
 
 
 def make_call(
-    config, arrays: dict, steps: int, device: str = "cpu", threads: int = 0, tf32: bool = False
+    config,
+    arrays: dict,
+    steps: int,
+    device: str = "cpu",
+    threads: int = 0,
+    tf32: bool = False,
+    num_classes: int = 0,
 ):
     """A function running `steps` PyTorch train steps of `config` and waiting for them.
 
     `threads`: torch's intra-op threads; 0 = the cores this process may use. `tf32`: on CUDA,
     float32 matmuls and cuDNN convolutions in TF32 (as JAX's default precision on GPU), else
     IEEE float32 (torch's default matmul precision, 'highest'; its cuDNN default is TF32).
+    `num_classes` > 0: a class-conditional model, whose real labels are arrays['label'].
+    The function's `networks` are the two networks it trains.
     """
     torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     if device.startswith("cuda"):  # torch's legacy switches only: mixing in the new ones raises
@@ -230,7 +406,8 @@ def make_call(
     raw = torch.from_numpy(np.array(arrays[kind])).to(device)  # a writable copy
     shape = tuple(raw.shape[1:])
     data = raw.permute(0, 3, 1, 2).contiguous() if kind == "image" else raw
-    first, second = (net.to(device).train() for net in networks(config, shape))
+    labels = torch.from_numpy(np.array(arrays["label"])).long().to(device) if num_classes else None
+    first, second = (net.to(device).train() for net in networks(config, shape, num_classes))
     compute_dtype = getattr(torch, config.dtype)  # genjax.config.DTYPES are torch names too
     autocast = torch.autocast(device.split(":")[0], compute_dtype, compute_dtype != torch.float32)
     gan = is_gan(config)
@@ -244,34 +421,46 @@ def make_call(
         opt = _adam([*first.parameters(), *second.parameters()], config, config.optim.lr)
 
     def batch(scale):
-        x = data[torch.randint(len(data), (b,), device=device)].float()
-        return x if kind == "point" else x * (2 / 255) - 1 if scale == "gan" else x / 255
+        """A batch of examples and, for a conditional model, (their labels,), else ()."""
+        index = torch.randint(len(data), (b,), device=device)
+        x = data[index].float()
+        x = x if kind == "point" else x * (2 / 255) - 1 if scale == "gan" else x / 255
+        return x, (() if labels is None else (labels[index],))
+
+    def fake_classes():
+        """() for an unconditional model, else (classes drawn uniformly per example,)."""
+        return (torch.randint(num_classes, (b,), device=device),) if num_classes else ()
 
     def gan_step():
         generator, discriminator = first, second
+        z_dim = config.model.z_dim
         for _ in range(config.gan.n_critic):
-            real = batch("gan")
+            real, real_y = batch("gan")
+            fake_y = fake_classes()
             with torch.no_grad(), autocast:
-                fake = generator(torch.randn(b, config.model.z_dim, device=device)).float()
+                fake = generator(torch.randn(b, z_dim, device=device), *fake_y).float()
             d_opt.zero_grad(set_to_none=True)
             real, fake = pack(real, m), pack(fake, m)
             with autocast:
-                loss = d_loss_fn(discriminator(real).float(), discriminator(fake).float())
+                real_logits = discriminator(real, *real_y).float()
+                loss = d_loss_fn(real_logits, discriminator(fake, *fake_y).float())
                 if config.gan.loss == "wgan_gp":
-                    loss = loss + gradient_penalty(discriminator, real, fake, config.gan.gp_weight)
+                    weight = config.gan.gp_weight
+                    loss = loss + gradient_penalty(discriminator, real, fake, weight, real_y)
             loss.backward()
             d_opt.step()
         discriminator.requires_grad_(False)
         g_opt.zero_grad(set_to_none=True)
+        fake_y = fake_classes()
         with autocast:
-            fake = generator(torch.randn(b, config.model.z_dim, device=device)).float()
-            g_loss_fn(discriminator(pack(fake, m)).float()).backward()
+            fake = generator(torch.randn(b, z_dim, device=device), *fake_y).float()
+            g_loss_fn(discriminator(pack(fake, m), *fake_y).float()).backward()
         g_opt.step()
         discriminator.requires_grad_(True)
 
     def vae_step():
         encoder, decoder = first, second
-        x = batch("vae")
+        x, _ = batch("vae")
         if config.vae.binarize and config.vae.likelihood == "bernoulli":
             x = (torch.rand_like(x) < x).float()
         opt.zero_grad(set_to_none=True)
@@ -297,6 +486,7 @@ def make_call(
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
+    call.networks = (first, second)  # what it trains, for the tests to look at
     return call
 
 

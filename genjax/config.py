@@ -51,13 +51,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.max_test = 0  # evaluate on the first M test examples (0 = all)
     c.eval.inception_weights = ""  # local FID Inception weights file; '' = no Inception metrics
     c.eval.classifier_dir = ""  # cache of the feature classifiers; '' = ~/.cache/genjax
+    c.eval.temperature = 1.0  # token sampling temperature (text models); 0 = greedy
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "toy_mlp"  # see genjax.models.registry.MODELS
     for key, default in _model_fields().items():  # None = the chosen model's default
         c.model[key] = config_dict.placeholder(type(default))
-    for name, family in _families().items():  # gan.*, vae.*, ...: None = the family's default
-        c[name] = _placeholders(family.defaults)
+    for name, fields in _namespaces().items():  # gan.*, vae.*, ...: None = the family's default
+        c[name] = _placeholders(fields)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # or 'sgd'
@@ -75,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.data_dir = ""  # TFDS data_dir; '' = TFDS's default
     c.data.num_workers = 0  # grain worker processes for the host pipeline
     c.data.max_on_device_mb = 2048  # refuse on_device above this size
+    c.data.max_len = 32  # token data: ids per sentence, <eos> included (longer: truncated)
+    c.data.vocab_size = 10_000  # token data: the special tokens + the most frequent words
+    c.data.vocab = ""  # token data: a vocabulary file; '' = the workdir's, else built
     return c
 
 
@@ -89,6 +93,23 @@ def _families() -> dict:
     from genjax.families import FAMILIES
 
     return FAMILIES
+
+
+def namespace_of(family) -> str:
+    """A family's config namespace: its `namespace` attribute, else its name. Families may
+    share one (the image and text VAEs read vae.*); each reads only its own `defaults`."""
+    return getattr(family, "namespace", None) or family.name
+
+
+def _namespaces() -> dict[str, dict]:
+    """Every family namespace with the union of its families' fields (the first default of a
+    field types it)."""
+    out: dict[str, dict] = {}
+    for family in _families().values():
+        fields = out.setdefault(namespace_of(family), {})
+        for key, default in family.defaults.items():
+            fields.setdefault(key, default)
+    return out
 
 
 def _model_fields() -> dict:
@@ -159,19 +180,21 @@ def resolve(config) -> ml_collections.ConfigDict:
         f"model.name and model.{{{reads}}} (set unused fields to None)",
     )
     _fill(out.model, model.defaults)
-    for name, family in _families().items():
+    own = namespace_of(model.family)
+    reads = f"{own}.{{{', '.join(sorted(model.family.defaults))}}}"
+    for name, fields in _namespaces().items():
         if name not in out:  # a family registered after this config was made
-            out[name] = _placeholders(family.defaults)
-        if family is model.family:
-            _fill(out[name], family.defaults)
-            continue
-        stray = _unread(config[name], ()) if name in config else []
+            out[name] = _placeholders(fields)
+        allowed = model.family.defaults if name == own else ()
+        stray = _unread(config[name], allowed) if name in config else []
         _check(
             not stray,
             f"{_dotted(name, stray)}: model {config.model.name!r} is a "
-            f"{model.family.name}, which reads "
-            f"{model.family.name}.{{{', '.join(sorted(model.family.defaults))}}}, not {name}.*",
+            f"{model.family.name}, which reads {reads}"
+            + ("" if name == own else f", not {name}.*"),
         )
+        if name == own:
+            _fill(out[name], model.family.defaults)
     model.family.check(out)
     return out
 
@@ -224,3 +247,7 @@ def validate(config) -> None:
         f"config.data.center_crop must be >= 0 (0 = no crop), got {config.data.center_crop}",
     )
     _check(bool(config.data.train), "config.data.train is empty; name a data source, e.g. mnist5k")
+    _check(
+        config.eval.get("temperature", 1.0) >= 0,
+        f"config.eval.temperature must be >= 0 (0 = greedy), got {config.eval.get('temperature')}",
+    )

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from genjax import config as config_lib
-from genjax.data.kinds import KINDS, DataKind
+from genjax.data.kinds import KINDS, LABEL, DataKind
 from genjax.families import Family
 from genjax.models import registry
 from genjax.parallel import AXIS
@@ -91,23 +91,60 @@ class Experiment:
         images)."""
         return frozenset({"samples"}) | self.kind.views | (self.family.modes & self.kind.modes)
 
+    @property
+    def num_classes(self) -> int:
+        """The classes of a class-conditional model; 0 for an unconditional one."""
+        return self.family.num_classes(self.models)
+
+    def sample_labels(self, num: int, label: int | None = None):
+        """The classes of `num` samples of a class-conditional model (None for the others):
+        all `label`, or, by default, every class in turn in equal blocks (sample i has class
+        i * num_classes // num), so that a grid of them shows the classes in order."""
+        if not self.num_classes:
+            return None
+        if label is not None:
+            return jnp.full((num,), label, jnp.int32)
+        return (jnp.arange(num) * self.num_classes // num).astype(jnp.int32)
+
     # Generation, in data space (images in [0, 1]):
 
-    def sample(self, state, key, num: int):
-        """`num` samples from the model."""
-        x = self.family.sample(self.config, self.models, state, key, num)
+    def sample(self, state, key, num: int, labels=None):
+        """`num` samples from the model; a class-conditional model's of classes `labels`
+        (default: sample_labels(num))."""
+        if labels is None:
+            labels = self.sample_labels(num)
+        x = self.family.sample(self.config, self.models, state, key, num, labels)
         return self.kind.from_model(x, self.family.value_range)
 
-    def interpolate(self, state, key, rows: int, steps: int = 8):
-        """`rows` straight lines in latent space, `steps` points each, row-major."""
-        x = self.family.interpolate(self.config, self.models, state, key, rows, steps)
+    def interpolate(self, state, key, rows: int, steps: int = 8, labels=None):
+        """`rows` straight lines in latent space, `steps` points each, row-major; a
+        class-conditional model's row r of class labels[r] (default: sample_labels(rows))."""
+        if labels is None:
+            labels = self.sample_labels(rows)
+        x = self.family.interpolate(self.config, self.models, state, key, rows, steps, labels)
         return self.kind.from_model(x, self.family.value_range)
 
     def reconstruct(self, state, batch: dict, key=None):
         """Reconstructions of a batch of examples (as a source gives them)."""
         x = self.kind.model_input(batch, self.family.value_range)
-        out = self.family.reconstruct(self.config, self.models, state, x, key)
+        classes = {"labels": batch[LABEL]} if self.num_classes else {}
+        out = self.family.reconstruct(self.config, self.models, state, x, key, **classes)
         return self.kind.from_model(out, self.family.value_range)
+
+    def inpaint(self, state, batch: dict, mask, key, num_fills: int = 1, labels=None):
+        """`num_fills` fills (B, num_fills, ...) in data space of the missing pixels of a
+        batch's examples, mask (B, H, W, 1) 1 = known, the known pixels kept; a
+        class-conditional model's of classes `labels` (default: the batch's labels)."""
+        x = self.kind.model_input(batch, self.family.value_range)
+        if labels is None and self.num_classes:
+            labels = batch[LABEL]
+        out = self._compiled_inpaint(state, x, mask, key, num_fills=num_fills, labels=labels)
+        return self.kind.from_model(out, self.family.value_range)
+
+    @functools.cached_property
+    def _compiled_inpaint(self) -> Callable:
+        inpaint = functools.partial(self.family.inpaint, self.config, self.models)
+        return jax.jit(inpaint, static_argnames=("num_fills",))
 
     def test_metrics(self, state, test: dict, *, k: int, seed: int) -> dict:
         """The family's own test metrics (e.g. a VAE's NLL) on a test split's arrays."""
@@ -116,16 +153,33 @@ class Experiment:
         )
 
 
-def build(config, kind: str | DataKind, data_shape: tuple) -> Experiment:
-    """The experiment of `config` on examples of `kind` and `data_shape`; ConfigError if they
-    don't fit. The config is resolved here (genjax.config.resolve)."""
+def build(
+    config, kind: str | DataKind, data_shape: tuple, num_classes: int | None = 0
+) -> Experiment:
+    """The experiment of `config` on examples of `kind` and `data_shape`, with `num_classes`
+    classes of labels (0 or None: unlabelled); ConfigError if they don't fit. The config is
+    resolved here (genjax.config.resolve)."""
     config = config_lib.resolve(config)
     kind = KINDS[kind] if isinstance(kind, str) else kind
+    kind.check_family(config, registry.family_of(config.model.name))
     shape = tuple(int(d) for d in data_shape)
-    models = registry.build(config, shape, dtype=jnp.dtype(config.dtype), axis_name=AXIS)
+    models = registry.build(
+        config,
+        shape,
+        num_classes=num_classes or 0,
+        dtype=jnp.dtype(config.dtype),
+        axis_name=AXIS,
+    )
     family = registry.family_of(config.model.name)
     family.check_data(config, kind, shape)
     return Experiment(config, family, kind, shape, models)
+
+
+def for_source(config, source) -> Experiment:
+    """The experiment of `config` on a data source's examples (kind, shape and classes)."""
+    from genjax.data.kinds import kind_of
+
+    return build(config, kind_of(source), source.shape, source.num_classes)
 
 
 def checkpoint_fields(config_dict: dict) -> dict:
@@ -188,12 +242,13 @@ def restore(workdir, config=None) -> TrainedRun:
 
     from genjax.checkpoint import Checkpoints
     from genjax.data import resolve_sources
-    from genjax.data.kinds import kind_of
+    from genjax.data.text import workdir_config
 
     config = config if config is not None else load_config(workdir)
     config_lib.validate(config)
+    config = workdir_config(config, workdir)  # the vocabulary training wrote, if any
     train_source, test_source = resolve_sources(config.data)
-    experiment = build(config, kind_of(train_source), train_source.shape)
+    experiment = for_source(config, train_source)
     directory = Path(workdir) / "checkpoints"
     if not directory.is_dir():
         raise config_lib.ConfigError(f"workdir {workdir} has no checkpoints; run train.py first")

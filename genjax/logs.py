@@ -87,6 +87,9 @@ class MetricWriter:
         image.save(path)
         array = np.asarray(image.convert("RGB"))
         self.tensorboard.add_image("samples", array, int(step), dataformats="HWC")
+        if "text" in image.info:  # generated sentences (genjax.data.text.render)
+            write_atomically(path.with_suffix(".txt"), image.info["text"] + "\n")
+            self.tensorboard.add_text("samples", image.info["text"], int(step))
         return path
 
     def close(self) -> None:

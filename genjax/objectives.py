@@ -181,8 +181,8 @@ def log_likelihood(out, x, likelihood: str):
 
 def likelihood_mean(out, likelihood: str):
     """The mean of p(x|z) from the decoder output, clipped to [0, 1]: Bernoulli probabilities,
-    or the Gaussian's mean channels."""
-    if likelihood == "gaussian":
+    or the location channels of the Gaussian and the discretised logistic."""
+    if likelihood in ("gaussian", "discretized_logistic"):
         return jnp.clip(out[..., : out.shape[-1] // 2], 0.0, 1.0)
     return jax.nn.sigmoid(out)
 
@@ -219,3 +219,117 @@ def iwae_bound(log_weights):
     """log (1/k) sum_i w_i per example, from log weights (k, B) (Burda et al. 2016, sec. 3)."""
     (log_weights,) = _f32(log_weights)
     return jax.nn.logsumexp(log_weights, axis=0) - math.log(log_weights.shape[0])
+
+
+def iwae_objective(decode: Callable, x, mean, logvar, eps, *, likelihood: str):
+    """The IWAE's training loss, -log (1/k) sum_i w_i per example (Burda et al. 2016, eq. 8),
+    with z_i = mean + exp(logvar / 2) * eps_i reparameterised; returns (the loss (B,),
+    log p(x | z_i) (B, k)).
+
+    eps (B, k, Z); decode(z, x) maps z (B * k, Z) and x repeated k times (B * k, ...) to the
+    decoder's output. The gradient is autodiff's: sum_i w~_i grad log w_i with the normalised
+    weights w~_i = w_i / sum_j w_j (eq. 14), which no stop_gradient may cut."""
+    x, mean, logvar, eps = _f32(x, mean, logvar, eps)
+    b, k, z_dim = eps.shape
+    z = (mean[:, None] + jnp.exp(0.5 * logvar)[:, None] * eps).reshape(b * k, z_dim)
+    x_k, mean_k, logvar_k = (jnp.repeat(a, k, axis=0) for a in (x, mean, logvar))
+    out = decode(z, x_k)
+    log_px_z = log_likelihood(out, x_k, likelihood)
+    log_prior = _diagonal_gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
+    log_w = log_px_z + log_prior - _diagonal_gaussian_log_density(z, mean_k, logvar_k)
+    return -iwae_bound(log_w.reshape(b, k).T), log_px_z.reshape(b, k)
+
+
+# --- Against posterior collapse (shared by the image and text VAEs) --------------------------
+
+
+def kl_weight(step, *, beta=1.0, warmup_steps: int = 0, cycles: int = 0, num_steps: int = 1):
+    """The KL's weight at a (0-based) step: beta, reached by a linear warm-up or cycles.
+
+    warmup_steps > 0: beta * min(1, step / warmup_steps), KL annealing (Bowman et al. 2016,
+    sec. 3.1). cycles = M > 0: cyclical annealing (Fu et al. 2019, eq. 6, R = 1/2): the run's
+    num_steps are cut into M cycles of T / M steps, and in each the weight rises linearly from
+    0 to beta over the first half, then stays at beta; cycles override warmup_steps.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    if cycles > 0:
+        period = max(num_steps / cycles, 1.0)
+        tau = jnp.mod(step, period) / period
+        return beta * jnp.minimum(1.0, tau / 0.5)
+    if warmup_steps > 0:
+        return beta * jnp.minimum(1.0, step / warmup_steps)
+    return jnp.asarray(beta, jnp.float32)
+
+
+def gaussian_kl_per_dim(mean, logvar):
+    """KL(N(mean, exp(logvar)) || N(0, 1)) per example and latent dimension, (B, Z)."""
+    mean, logvar = _f32(mean, logvar)
+    return 0.5 * (jnp.exp(logvar) + jnp.square(mean) - 1.0 - logvar)
+
+
+def free_bits_kl(kl_dims, free_bits: float, batch_mean=None):
+    """sum_j max(free_bits, E_batch[KL_j]): the KL term with free bits per latent dimension
+    (Kingma et al. 2016, sec. C.8 / eq. 15, one group per dimension), in nats.
+
+    `kl_dims` (B, Z) are per-example, per-dimension KLs. A dimension whose batch-mean KL is
+    below `free_bits` costs the constant free_bits and gets no gradient. `batch_mean` (Z,)
+    decides which dimensions are clamped (default: kl_dims' own mean); a data-parallel step
+    passes the global batch's mean, so that a step on N devices equals one on a single device.
+    """
+    (kl_dims,) = _f32(kl_dims)
+    local = jnp.mean(kl_dims, axis=0)
+    reference = local if batch_mean is None else jax.lax.stop_gradient(batch_mean)
+    return jnp.sum(jnp.where(reference > free_bits, local, free_bits))
+
+
+def categorical_log_likelihood(logits, targets, mask):
+    """sum_t mask_t log softmax(logits_t)[targets_t] per sequence: log p(x|z) of a sequence
+    decoder, (B,). logits (B, T, V), targets (B, T) int, mask (B, T) (1 = a real token)."""
+    (logits,) = _f32(logits)
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, targets[..., None].astype(jnp.int32), axis=-1)
+    return jnp.sum(picked[..., 0] * jnp.asarray(mask, jnp.float32), axis=-1)
+
+
+# --- 8-bit images ---------------------------------------------------------------------------
+
+
+def discretized_logistic_log_likelihood(out, x, levels: int = 256):
+    """log P(x) summed per example for 8-bit pixels x in [0, 1] (on the grid k / 255) under a
+    discretised logistic: the mass of the pixel's bin of width 1/255 (Salimans et al. 2017,
+    PixelCNN++, eq. 2, one mixture component).
+
+    P(x) = sigmoid((x + h - mu) / s) - sigmoid((x - h - mu) / s), h = 1 / (2 * 255), except
+    that the bin of 0 reaches down to -inf and that of 1 up to +inf, so the 256 masses sum to
+    1: a probability, not a density, whose -log is directly bits per dimension after / ln 2.
+    `out` is the decoder output (B, H, W, 2C): channels [:C] mu, [C:] log s (floored at -7,
+    as in PixelCNN++). Where the bin's mass underflows (< 1e-5) its log is the density at the
+    bin's centre times the bin width, as in PixelCNN++'s code.
+    """
+    out, x = _f32(out, x)
+    channels = x.shape[-1]
+    if out.shape[-1] != 2 * channels:
+        raise ValueError(
+            f"discretized_logistic decoder output needs {2 * channels} channels, got {out.shape}"
+        )
+    mean, log_scale, x = as_rows(out[..., :channels], out[..., channels:], x)
+    log_scale = jnp.maximum(log_scale, -7.0)
+    half = 0.5 / (levels - 1)
+    inv_scale = jnp.exp(-log_scale)
+    plus = inv_scale * (x - mean + half)
+    minus = inv_scale * (x - mean - half)
+    log_cdf_plus = plus - jax.nn.softplus(plus)  # log sigmoid(plus): the bin of 0
+    log_survival_minus = -jax.nn.softplus(minus)  # log (1 - sigmoid(minus)): the bin of 1
+    mass = jax.nn.sigmoid(plus) - jax.nn.sigmoid(minus)
+    centre = inv_scale * (x - mean)
+    log_density = centre - log_scale - 2.0 * jax.nn.softplus(centre)
+    log_mid = jnp.where(
+        mass > 1e-5, jnp.log(jnp.maximum(mass, 1e-12)), log_density + math.log(2 * half)
+    )
+    log_p = jnp.where(
+        x < half, log_cdf_plus, jnp.where(x > 1.0 - half, log_survival_minus, log_mid)
+    )
+    return jnp.sum(log_p, axis=1)
+
+
+LOG_LIKELIHOODS["discretized_logistic"] = discretized_logistic_log_likelihood

@@ -41,9 +41,10 @@ def apply_train(module: nn.Module, params, stats, *inputs, **options):
     return out, updates.get("batch_stats", stats)
 
 
-def init_variables(module: nn.Module, key, *inputs) -> tuple[Any, Any]:
-    """(params, batch_stats) of a module initialised in eval mode on `inputs`."""
-    variables = module.init(key, *inputs, train=False)
+def init_variables(module: nn.Module, key, *inputs, **options) -> tuple[Any, Any]:
+    """(params, batch_stats) of a module initialised in eval mode on `inputs` (keyword
+    `options` passed on, e.g. a conditional module's labels)."""
+    variables = module.init(key, *inputs, train=False, **options)
     return variables["params"], variables.get("batch_stats", {})
 
 

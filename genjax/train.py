@@ -25,13 +25,12 @@ from tqdm import tqdm
 
 from genjax import experiment as experiment_lib
 from genjax.backend import keep_freed_host_memory
-from genjax.checkpoint import Checkpoints
+from genjax.checkpoint import Checkpoints, resume_hint
 from genjax.config import ConfigError, resolve
 from genjax.data import host_batches, resolve_sources
-from genjax.data.kinds import kind_of
 from genjax.logs import MetricWriter, check_writable, write_atomically
 from genjax.models.registry import family_of
-from genjax.parallel import AXIS, DataParallel
+from genjax.parallel import AXIS, DataParallel, peer_watchdog
 from genjax.steps import TrainState, guard_nonfinite
 
 log = logging.getLogger(__name__)
@@ -205,9 +204,7 @@ class Trainer:
             config, config.batch_size // self.parallel.num_devices
         )
         self.train_source, self.test_source = resolve_sources(config.data)
-        self.experiment = experiment_lib.build(
-            config, kind_of(self.train_source), self.train_source.shape
-        )
+        self.experiment = experiment_lib.for_source(config, self.train_source)
         self.is_writer = jax.process_index() == 0
         self.key = jax.random.PRNGKey(config.seed)
         self._chunks: dict[int, Callable] = {}
@@ -357,13 +354,14 @@ class Trainer:
         state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(template))
         check_writable(self.workdir, (c.keep_checkpoints + 1) * state_bytes + 2**20)
         checkpoints = Checkpoints(self.workdir / "checkpoints", keep=c.keep_checkpoints)
-        state, data_state = self._restore(checkpoints, template)
+        state, data_state = self._restore(checkpoints, self.parallel.replicated(template))
         if not c.data.on_device and data_state:
             self._host_iterator().set_state(data_state)
         step = int(state.model.step)
         if self.is_writer:
             self.workdir.mkdir(parents=True, exist_ok=True)
             write_atomically(self.workdir / "config.json", c.to_json_best_effort(indent=2) + "\n")
+            self.experiment.kind.write_workdir(self.workdir, self.train_source)  # a vocabulary
         writer = MetricWriter(self.workdir, resume_step=step) if self.is_writer else None
         state = self.parallel.replicate(state)
         if writer is not None and step < c.num_steps:  # the last step always samples
@@ -429,6 +427,22 @@ class Trainer:
 def train_and_evaluate(config, workdir: str | Path):
     """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state.
 
-    Sets this process's malloc to reuse freed memory (`backend.keep_freed_host_memory`)."""
+    Sets this process's malloc to reuse freed memory (`backend.keep_freed_host_memory`).
+    In a multi-process job, an error while another process is lost gives way to the
+    PeerWatchdog's one line and exit code (`parallel.PeerWatchdog`)."""
     keep_freed_host_memory()
-    return Trainer(config, workdir).run()
+    watchdog = peer_watchdog()
+    if watchdog is None:
+        return Trainer(config, workdir).run()
+    directory = Path(workdir) / "checkpoints"
+    watchdog.hint = lambda: resume_hint(directory)
+    watchdog.running(True)
+    try:
+        state = Trainer(config, workdir).run()
+    except (ConfigError, Diverged):  # every process raises these alike
+        raise
+    except Exception:  # e.g. a collective that failed because a peer is gone
+        watchdog.wait_for_loss()
+        raise
+    watchdog.running(False)
+    return state

@@ -95,6 +95,10 @@ BAD_TRAIN_FLAGS = {
         ["--config.model.features=8"],
         ["config.model.features", "toy_mlp", "model.{depth, hidden, z_dim}"],
     ),
+    "spectral norm for a model without d_norm": (
+        ["--config.model.d_norm=spectral"],
+        ["config.model.d_norm", "toy_mlp", "model.{depth, hidden, z_dim}"],
+    ),
     "another family's field": (["--config.vae.beta=2"], ["config.vae.beta", "gan.{"]),
     "unknown scheme": (["--config.data.train=s3:bucket/x"], ["s3:bucket/x", "folder:DIR"]),
     "malformed flag": (["--config.num_steps"], ["num_steps"]),
@@ -490,6 +494,12 @@ def test_sample_draws_64_by_default(ring_workdir, tmp_path):
 def test_sample_refuses_interpolate_on_2d_data(ring_workdir, tmp_path):
     with pytest.raises(ConfigError, match="interpolate"):
         write_samples(ring_workdir, tmp_path / "a.npz", 8, mode="interpolate")
+    assert not (tmp_path / "a.npz").exists()
+
+
+def test_sample_refuses_a_class_for_an_unconditional_model(ring_workdir, tmp_path):
+    with pytest.raises(ConfigError, match="not class-conditional.*leave --class out"):
+        write_samples(ring_workdir, tmp_path / "a.npz", 8, label=1)
     assert not (tmp_path / "a.npz").exists()
 
 

@@ -210,19 +210,80 @@ def _benchmarked_configs():
 @pytest.mark.parametrize("name", _benchmarked_configs())
 def test_the_torch_reference_trains_networks_of_genjax_shapes(name):
     """Each of the two networks PyTorch times holds parameter tensors of the same sizes as
-    genjax's (BatchNorm's running statistics aside, state in both), so the ratio compares
-    like with like."""
+    genjax's (BatchNorm's running statistics and spectral norm's power-iteration vectors
+    aside, state in both), so the ratio compares like with like. Init is traced, not run."""
     pytest.importorskip("torch")
     from benchmarks import throughput, torch_reference
 
     config = throughput.load_config(name, throughput.parse_args([]))
-    experiment = throughput.trainer_for(config, None).experiment
+    if config.model.name not in torch_reference.MODELS:  # its row has no torch columns
+        pytest.skip(f"no PyTorch reference for model {config.model.name!r}")
+    experiment = throughput.trainer_for(config, throughput.data_shape_for(name, None)).experiment
     state = jax.eval_shape(experiment.init_state, jax.random.PRNGKey(0))
     ours = experiment.family.network_params(state)
-    theirs = torch_reference.networks(config, experiment.data_shape)
+    theirs = torch_reference.networks(config, experiment.data_shape, experiment.num_classes)
     for tree, net in zip(ours, theirs, strict=True):
         sizes = sorted(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
         assert sizes == sorted(p.numel() for p in net.parameters()), net
+
+
+def test_configs_whose_data_needs_a_download_run_on_random_data_of_its_shape():
+    """sngan_cifar10 and dcgan_celeba64 (named; not in the CPU `all`) run on random data
+    without opening their TFDS data; a class-conditional model's random data is labelled.
+    Nothing is compiled."""
+    from benchmarks import throughput
+
+    assert "cdcgan_mnist" in throughput.ALL
+    assert "sngan_cifar10" not in throughput.ALL and "dcgan_celeba64" not in throughput.ALL
+    args = throughput.parse_args([])
+    for name, shape in (("sngan_cifar10", (32, 32, 3)), ("dcgan_celeba64", (64, 64, 3))):
+        config = throughput.load_config(name, args)
+        trainer = throughput.trainer_for(config, throughput.data_shape_for(name, None))
+        assert trainer.train_source.shape == shape and not trainer.train_source.num_classes
+        assert trainer.experiment.data_shape == shape and trainer.experiment.num_classes == 0
+        assert trainer.config.data.on_device == config.data.on_device
+    config = throughput.load_config("cdcgan_mnist", args)
+    trainer = throughput.trainer_for(config, (32, 32, 3))
+    labels = trainer.train_source.to_arrays()["label"]
+    assert trainer.experiment.num_classes == throughput.RANDOM_CLASSES == 10
+    assert labels.shape == (throughput.RANDOM_EXAMPLES,) and set(labels) == set(range(10))
+    assert throughput.data_shape_for("dcgan_mnist", None) is None  # its own data
+
+
+@pytest.mark.parametrize("name", ["cdcgan_mnist", "sngan_cifar10"])
+def test_one_torch_step_trains_every_parameter(name):
+    """One step of the PyTorch reference at a tiny width and batch changes every parameter
+    tensor of both networks; the spectrally normalised layers' power iterations ran; the
+    conditional discriminator's logits depend on the labels."""
+    torch = pytest.importorskip("torch")
+    from benchmarks import throughput, torch_reference
+
+    args = throughput.parse_args(["--batch=4", "--steps_per_call=1"])
+    config = throughput.load_config(name, args)
+    config.model.features = 8
+    if name == "sngan_cifar10":
+        config.model.d_features = 8
+    shape = {"cdcgan_mnist": (28, 28, 1), "sngan_cifar10": (32, 32, 3)}[name]
+    trainer = throughput.trainer_for(config, shape)  # random data, labelled for cdcgan
+    num_classes = trainer.experiment.num_classes
+    arrays = trainer.train_source.to_arrays()
+    threads = torch.get_num_threads()  # make_call sets them for the whole process
+    call = torch_reference.make_call(config, arrays, 1, threads=1, num_classes=num_classes)
+    torch.set_num_threads(threads)
+    params = [p for net in call.networks for p in net.parameters()]
+    us = [b for net in call.networks for n, b in net.named_buffers() if n.endswith("._u")]
+    assert len(us) == (11 if name == "sngan_cifar10" else 0)  # one per D layer, as genjax's
+    us = [u for u in us if u.numel() > 1]  # a unit vector of size 1 (the last layer's) stays
+    before = [t.detach().clone() for t in params + us]
+    call()
+    assert all(not torch.equal(a, b) for a, b in zip(before, params + us, strict=True))
+    if num_classes:
+        assert num_classes == 10
+        discriminator = call.networks[1].eval()
+        x = torch.zeros(2, 1, 28, 28)
+        with torch.no_grad():
+            logits = discriminator(x, torch.tensor([0, 0])), discriminator(x, torch.tensor([0, 1]))
+        assert logits[0][0] == logits[1][0] and logits[0][1] != logits[1][1]
 
 
 def test_model_stats_counts_each_networks_parameters():

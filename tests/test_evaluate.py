@@ -224,10 +224,13 @@ def test_sample_batches_draw_from_their_own_keys(monkeypatch):
     np.testing.assert_allclose(got, np.concatenate(draws)[:10], rtol=1e-5, atol=1e-6)
 
 
-def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
+@pytest.mark.parametrize("conditional", [False, True])
+def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch, conditional):
     """evaluate()'s classifier branch with a stand-in classifier and sampler: each metric is
     the direct call on the stand-in's features and classes, and the class histogram of the
-    data is the whole test split's, even when max_test scores fewer test images."""
+    data is the whole test split's, even when max_test scores fewer test images. A
+    class-conditional model also gets class_accuracy: the stand-in's classes of the samples
+    against the classes they were drawn for, and of the scored test images against theirs."""
     from types import SimpleNamespace
 
     from genjax import sampling
@@ -269,8 +272,13 @@ def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
         return class_metrics(predicted, data_labels, num_classes)
 
     monkeypatch.setattr(classes, "class_metrics", recording_class_metrics)
+    drawn_for = np.arange(20) * 3 // 20  # Experiment.sample_labels(20) of a 3-class model
     exp = SimpleNamespace(
-        config=base_config(), kind=KINDS["image"], test_metrics=lambda *args, **kwargs: {}
+        config=base_config(),
+        kind=KINDS["image"],
+        test_metrics=lambda *args, **kwargs: {},
+        num_classes=3 if conditional else 0,
+        sample_labels=lambda num, label=None: drawn_for[:num] if conditional else None,
     )
     out = evaluate_lib.evaluate(exp, None, train, test, num_samples=20, max_test=6, seed=3)
 
@@ -280,7 +288,7 @@ def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
     fake = sampling.to_uint8(fake01)
     real = test.to_arrays()["image"][:6]
     floor = train.take(np.sort(np.random.default_rng(3).choice(40, 20, replace=False)))["image"]
-    (f_fake, c_fake), (f_real, _), (f_floor, c_floor) = map(
+    (f_fake, c_fake), (f_real, c_real), (f_floor, c_floor) = map(
         stand_in_outputs, (None,) * 3, (fake, real, floor)
     )
     expected = {"classifier_test_accuracy": 0.75}
@@ -289,7 +297,11 @@ def test_classifier_metrics_are_wired_with_all_test_labels(monkeypatch):
     expected |= {f"{name}_floor": value for name, value in best.items()}
     expected |= class_metrics(c_fake, test_labels, 3)
     expected |= {f"{k}_floor": v for k, v in class_metrics(c_floor, test_labels, 3).items()}
-    assert set(out) == set(expected) and len(out) == 17
+    if conditional:
+        expected["class_accuracy"] = np.mean(c_fake == drawn_for)
+        expected["class_accuracy_floor"] = np.mean(c_real == test_labels[:6])
+        assert 0 < expected["class_accuracy"] < 1 and expected["class_accuracy_floor"] < 1
+    assert set(out) == set(expected) and len(out) == 17 + 2 * conditional
     assert out == pytest.approx(expected, rel=1e-12, abs=1e-12)
     assert out["precision_classifier"] != out["recall_classifier"]  # not symmetric
 

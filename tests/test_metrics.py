@@ -595,7 +595,7 @@ def test_the_stored_torch_reference_is_what_torch_computes():
     pytest.importorskip("torch")
     stored, live = np.load(TORCH_REFERENCE), torch_reference()
     for name, value in live.items():
-        np.testing.assert_allclose(stored[name], value, rtol=1e-6, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(stored[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
 def test_convert_writes_the_state_dict_as_named_arrays(tmp_path):

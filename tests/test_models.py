@@ -50,14 +50,16 @@ def built(name, shape):
     """(modules, variables, inputs) for a float32 model at a data shape, initialised once."""
     modules = build(model_config(name, likelihood="gaussian"), shape)
     xs = inputs(name, shape)
-    init = jax.jit(lambda k: tuple(m.init(k, x, False) for m, x in zip(modules, xs, strict=True)))
+    init = jax.jit(
+        lambda k: tuple(m.init(k, x, train=False) for m, x in zip(modules, xs, strict=True))
+    )
     return modules, init(KEY), xs
 
 
 def apply(module, variables, x, train=False):
     """Jitted apply; in train mode also returns the updated batch statistics."""
     mutable = ["batch_stats"] if train else False
-    return jax.jit(lambda v, x: module.apply(v, x, train, mutable=mutable))(variables, x)
+    return jax.jit(lambda v, x: module.apply(v, x, train=train, mutable=mutable))(variables, x)
 
 
 GAN_CASES = [
@@ -222,7 +224,9 @@ def test_bad_shapes_raise_one_line_config_error(name, shape):
 
 def test_unknown_names_raise_config_error():
     with pytest.raises(
-        ConfigError, match="valid: dcgan, gan_mlp, sngan_resnet, toy_mlp, vae_conv, vae_mlp"
+        ConfigError,
+        match="valid: cdcgan, cvae_mlp, dcgan, gan_mlp, sngan_resnet, text_lm, text_vae, "
+        "toy_mlp, vae_conv, vae_mlp, vq_prior, vqvae_conv$",
     ):
         family_of("stylegan")
     with pytest.raises(ConfigError, match="stylegan"):
@@ -247,7 +251,9 @@ def test_wgan_gp_takes_every_discriminator_norm_but_batch():
 
 def test_family_of_and_registry_names():
     families = {"gan_mlp": "gan", "dcgan": "gan", "toy_mlp": "gan", "sngan_resnet": "gan"}
-    families |= {"vae_mlp": "vae", "vae_conv": "vae"}
+    families |= {"cdcgan": "gan", "vae_mlp": "vae", "vae_conv": "vae", "cvae_mlp": "vae"}
+    families |= {"text_vae": "text_vae", "text_lm": "lm", "vqvae_conv": "vqvae"}
+    families |= {"vq_prior": "prior"}
     assert {name: family_of(name).name for name in MODELS} == families
     config.validate(config.base_config())  # config.py's view of the registry
 

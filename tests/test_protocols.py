@@ -92,7 +92,7 @@ class MomentMatching(Family):
 
         return step
 
-    def decode(self, config, models, state, z, key):
+    def decode(self, config, models, state, z, key, labels=None):
         return models[0].apply({"params": state.params}, z, train=False)
 
     def test_metrics(self, config, models, state, test, kind, *, k, seed):

@@ -31,7 +31,7 @@ def _latents_as_output(monkeypatch):
 
     from genjax.families import GAN
 
-    monkeypatch.setattr(GAN, "decode", lambda config, models, state, z, key: z)
+    monkeypatch.setattr(GAN, "decode", lambda config, models, state, z, key, labels=None: z)
     return GAN, SimpleNamespace(model=SimpleNamespace(z_dim=Z_DIM))
 
 

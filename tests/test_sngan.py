@@ -1,7 +1,8 @@
 """The ResNet SNGAN for 32 x 32 (genjax.models.resnet) and configs/sngan_cifar10.py.
 
-Parameter counts are checked against a PyTorch network written here from Mimicry's
-SNGAN-32 (Lee & Town 2020, torch_mimicry/nets/sngan/sngan_32.py, modules/resblocks.py).
+Parameter counts are checked against benchmarks/torch_reference.py's PyTorch SNGAN-32, written
+from Mimicry's (Lee & Town 2020, torch_mimicry/nets/sngan/sngan_32.py, modules/resblocks.py),
+which benchmarks/throughput.py times beside genjax's.
 """
 
 import functools
@@ -31,42 +32,6 @@ def small_config(**model):
     return resolve(c)
 
 
-def torch_sngan32(nz=128, ngf=256, ndf=128, channels=3):
-    """(G, D) as Mimicry's SNGANGenerator32 / SNGANDiscriminator32 hold their parameters."""
-    torch = pytest.importorskip("torch")
-    nn = torch.nn
-    sn = nn.utils.spectral_norm
-
-    class GBlock(nn.Module):
-        def __init__(self, c):
-            super().__init__()
-            self.b1, self.b2 = nn.BatchNorm2d(c), nn.BatchNorm2d(c)
-            self.c1, self.c2 = nn.Conv2d(c, c, 3, 1, 1), nn.Conv2d(c, c, 3, 1, 1)
-            self.c_sc = nn.Conv2d(c, c, 1, 1, 0)
-
-    class DBlock(nn.Module):
-        def __init__(self, cin, cout, shortcut):
-            super().__init__()
-            self.c1, self.c2 = sn(nn.Conv2d(cin, cout, 3, 1, 1)), sn(nn.Conv2d(cout, cout, 3, 1, 1))
-            if shortcut:
-                self.c_sc = sn(nn.Conv2d(cin, cout, 1, 1, 0))
-
-    g = nn.Sequential(
-        nn.Linear(nz, 16 * ngf),
-        *[GBlock(ngf) for _ in range(3)],
-        nn.BatchNorm2d(ngf),
-        nn.Conv2d(ngf, channels, 3, 1, 1),
-    )
-    d = nn.Sequential(
-        DBlock(channels, ndf, True),  # DBlockOptimized
-        DBlock(ndf, ndf, True),  # downsample
-        DBlock(ndf, ndf, False),
-        DBlock(ndf, ndf, False),
-        sn(nn.Linear(ndf, 1)),
-    )
-    return g, d
-
-
 def sizes(tree):
     return sorted(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
 
@@ -78,7 +43,10 @@ def test_parameter_counts_equal_mimicrys(width):
     g, d = build(config, (32, 32, 3))
     g_vars = jax.eval_shape(functools.partial(g.init, train=False), KEY, jnp.zeros((1, 128)))
     d_vars = jax.eval_shape(functools.partial(d.init, train=False), KEY, jnp.zeros((1, 32, 32, 3)))
-    tg, td = torch_sngan32(ngf=features, ndf=d_features)
+    pytest.importorskip("torch")
+    from benchmarks.torch_reference import sngan32
+
+    tg, td = sngan32(128, features, d_features, channels=3)
     for ours, theirs in ((g_vars["params"], tg), (d_vars["params"], td)):
         assert sizes(ours) == sorted(p.numel() for p in theirs.parameters())
     if width == (256, 128):  # the published network

@@ -55,6 +55,15 @@ class DataKind(abc.ABC):
         """{metric group: why it does not apply} for this kind's sample metrics."""
         return {}
 
+    def write_workdir(self, workdir, train_source) -> None:
+        """Writes what sample.py and evaluate need beside config.json (a vocabulary)."""
+        return None
+
+    def check_family(self, config, family) -> None:
+        """ConfigError if models of this family cannot take this kind of data (token data
+        takes only the families that declare it)."""
+        return None
+
     def sample_metrics(self, experiment, generate, train_source, test: dict, **options) -> dict:
         """Metrics of generated samples against real data: {name: float}. `generate(num)`
         draws num samples; `test` holds the test split's arrays."""
@@ -66,7 +75,8 @@ class ImageKind(DataKind):
 
     name = "image"
     keys = ("image",)
-    modes = frozenset({"interpolate", "reconstruct"})
+    modes = frozenset({"interpolate", "reconstruct", "inpaint"})
+    views = frozenset({"dataset"})  # samples as an npz: data set (images, labels)
 
     def model_input(self, batch, value_range):
         low, high = value_range
@@ -126,6 +136,7 @@ class ImageKind(DataKind):
         floor = train_source.take(np.sort(rng.choice(len(train_source), size, replace=False)))
         if class_reference is None:
             class_reference = floor.get(LABEL)
+        conditional = experiment.num_classes and LABEL in test
         return image_metrics(
             experiment.config,
             fake,
@@ -136,6 +147,8 @@ class ImageKind(DataKind):
             inception_weights=inception_weights,
             cdir=classifier_dir,
             num_classes=train_source.num_classes,
+            fake_labels=np.asarray(experiment.sample_labels(num_samples)) if conditional else None,
+            real_labels=test[LABEL] if conditional else None,
         )
 
 

@@ -88,6 +88,10 @@ def image_features(
 
     image = features["image"] if "image" in features else None
     if not isinstance(image, tfds.features.Image) or image.np_dtype != np.uint8:
+        from genjax.data.text import missing_field_error
+
+        if (error := missing_field_error(spec, features)) is not None:  # a text data set
+            raise error
         raise data_error(
             spec,
             f"no uint8 'image' feature (features: {', '.join(features)}); valid: TFDS image "

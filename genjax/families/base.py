@@ -67,32 +67,55 @@ class Family(abc.ABC):
     def latent_dim(self, config) -> int:
         """The size of the latent z that `decode` maps to data."""
 
+    def num_classes(self, models) -> int:
+        """The classes a class-conditional model's modules were built for (their
+        `num_classes`); 0 for an unconditional model, which takes no labels."""
+        return max((getattr(m, "num_classes", 0) for m in models), default=0)
+
     @abc.abstractmethod
-    def decode(self, config, models, state, z, key) -> jax.Array:
+    def decode(self, config, models, state, z, key, labels=None) -> jax.Array:
         """Latents (N, latent_dim) -> the model's output in eval mode, at `value_range` for
         images (genjax.experiment.Experiment turns it into data space through the data kind).
-        `key` serves decoders that sample."""
+        `key` serves decoders that sample; `labels` (N,) int32 are the classes of a
+        class-conditional model (None for the others)."""
 
-    def sample(self, config, models, state, key, num: int) -> jax.Array:
-        """`num` draws from the model: z ~ N(0, I) pushed through `decode`."""
+    def sample(self, config, models, state, key, num: int, labels=None) -> jax.Array:
+        """`num` draws from the model: z ~ N(0, I) pushed through `decode` (of class `labels`
+        for a class-conditional model)."""
         z_key, decode_key = jax.random.split(key)
         z = jax.random.normal(z_key, (num, self.latent_dim(config)))
-        return self.decode(config, models, state, z, decode_key)
+        return self.decode(config, models, state, z, decode_key, labels)
 
-    def interpolate(self, config, models, state, key, rows: int, steps: int = 8) -> jax.Array:
-        """`rows` straight lines in latent space, `steps` points each, row-major."""
+    def interpolate(
+        self, config, models, state, key, rows: int, steps: int = 8, labels=None
+    ) -> jax.Array:
+        """`rows` straight lines in latent space, `steps` points each, row-major; `labels`
+        (rows,) the class of each row for a class-conditional model."""
         dim = self.latent_dim(config)
         a_key, b_key = jax.random.split(key)
         a = jax.random.normal(a_key, (rows, 1, dim))
         b = jax.random.normal(b_key, (rows, 1, dim))
         t = jnp.linspace(0.0, 1.0, steps)[None, :, None]
         z = ((1 - t) * a + t * b).reshape(rows * steps, dim)
-        return self.decode(config, models, state, z, jax.random.fold_in(key, 1))
+        if labels is not None:
+            labels = jnp.repeat(labels, steps)
+        return self.decode(config, models, state, z, jax.random.fold_in(key, 1), labels)
 
     def reconstruct(self, config, models, state, x, key) -> jax.Array:
         """Reconstructions (at `value_range`) of model inputs x, for families with an encoder."""
         raise ConfigError(
             f"--mode reconstruct needs a model with an encoder; a {self.name} has none"
+        )
+
+    def inpaint(
+        self, config, models, state, x, mask, key, num_fills: int = 1, labels=None
+    ) -> jax.Array:
+        """`num_fills` fills (B, num_fills, ...) of the missing pixels of model inputs x
+        (B, H, W, C) at `value_range`, mask (B, H, W, 1) 1 = known, the known pixels kept;
+        `labels` (B,) the classes of a class-conditional model. For families whose `modes`
+        hold 'inpaint' (genjax.inpaint has the algorithms)."""
+        raise ConfigError(
+            f"--mode inpaint needs a model that can fill images; a {self.name} cannot"
         )
 
     # ---------------------------------------------------------------- metrics

@@ -8,6 +8,10 @@ exponential moving average of the generator's parameters for sampling and evalua
 Discriminators take `update_stats` (see genjax.models.gan): statistics that only the
 discriminator's own update may change (spectral norm's power iteration) are updated in its
 real-data pass alone.
+
+A class-conditional model (modules with `num_classes` > 0, e.g. `cdcgan`) reads the real
+examples' classes from `batch['label']`; each generated example's class is drawn uniformly, and
+G and D both see it (Miyato & Koyama 2018).
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from flax import struct
 from jax import lax
 
 from genjax import augment, objectives
+from genjax import inpaint as inpainting
 from genjax.config import ConfigError
+from genjax.data.kinds import LABEL
 from genjax.families.base import Family
 from genjax.parallel import device_mean, per_example_noise
 from genjax.steps import SKIPPED, apply_if_finite, apply_train, init_variables, optimizer
@@ -42,7 +48,7 @@ class GANState:
 
 
 # fold_in tags of the random streams that the options add to a step's keys
-_AUGMENT_REAL, _AUGMENT_FAKE = 101, 102
+_AUGMENT_REAL, _AUGMENT_FAKE, _FAKE_CLASSES = 101, 102, 103
 
 
 def gan_optimizers(config) -> tuple[optax.GradientTransformation, optax.GradientTransformation]:
@@ -77,7 +83,7 @@ class GANFamily(Family):
     }
     metrics = ("d_fake", "d_loss", "d_real", "g_loss", "gradient_penalty")
     value_range = (-1.0, 1.0)
-    modes = frozenset({"interpolate"})
+    modes = frozenset({"interpolate", "inpaint"})
 
     def check(self, config) -> None:
         g = config.gan
@@ -123,9 +129,12 @@ class GANFamily(Family):
         generator, discriminator = models
         g_tx, d_tx = gan_optimizers(config)
         g_key, d_key = jax.random.split(key)
-        g_params, g_stats = init_variables(generator, g_key, jnp.zeros((1, config.model.z_dim)))
+        labels = {"labels": jnp.zeros((1,), jnp.int32)} if self.num_classes(models) else {}
+        z = jnp.zeros((1, config.model.z_dim))
+        g_params, g_stats = init_variables(generator, g_key, z, **labels)
         packed_shape = (*data_shape[:-1], config.gan.pack * data_shape[-1])
-        d_params, d_stats = init_variables(discriminator, d_key, jnp.zeros((1, *packed_shape)))
+        x = jnp.zeros((1, *packed_shape))
+        d_params, d_stats = init_variables(discriminator, d_key, x, **labels)
         return GANState(
             step=jnp.zeros((), jnp.int32),
             g_params=g_params,
@@ -155,9 +164,18 @@ class GANFamily(Family):
         z_dim = config.model.z_dim
         policy = augment.parse_policy(g.augment)
         n_critic = g.n_critic
+        num_classes = self.num_classes(models)
 
         def latents(key, b):
             return per_example_noise(jax.random.normal, key, (b, z_dim))
+
+        def fake_classes(key, b) -> dict:
+            """{} for an unconditional model, else {'labels': classes drawn uniformly per
+            example}: the keyword arguments of its modules."""
+            if not num_classes:
+                return {}
+            draw = functools.partial(jax.random.randint, minval=0, maxval=num_classes)
+            return {"labels": per_example_noise(draw, jax.random.fold_in(key, _FAKE_CLASSES), (b,))}
 
         def augmented(x, key):
             """DiffAugment of a batch, with values drawn for the global batch (per example)."""
@@ -166,25 +184,30 @@ class GANFamily(Family):
             draw = lambda k, shape: augment.draw(k, shape[0], x.shape[1:], policy)  # noqa: E731
             return augment.apply(x, per_example_noise(draw, key, (x.shape[0],)), policy)
 
-        def discriminator_update(state: GANState, real, key):
+        def discriminator_update(state: GANState, real, real_y: dict, key):
             z_key, gp_key = jax.random.split(key)
             b = real.shape[0]
             g_vars = (state.g_params, state.g_stats)
-            fake, g_stats = apply_train(generator, *g_vars, latents(z_key, b))
+            fake_y = fake_classes(z_key, b)
+            fake, g_stats = apply_train(generator, *g_vars, latents(z_key, b), **fake_y)
             fake = pack(
                 augmented(lax.stop_gradient(fake), jax.random.fold_in(key, _AUGMENT_FAKE)), m
             )
             real = pack(augmented(real, jax.random.fold_in(key, _AUGMENT_REAL)), m)
 
             def loss_fn(d_params, r1_weight=0.0):
-                real_logits, stats = apply_train(discriminator, d_params, state.d_stats, real)
+                real_logits, stats = apply_train(
+                    discriminator, d_params, state.d_stats, real, **real_y
+                )
                 fake_logits, stats = apply_train(
-                    discriminator, d_params, stats, fake, update_stats=False
+                    discriminator, d_params, stats, fake, **fake_y, update_stats=False
                 )
                 loss = d_loss_fn(real_logits, fake_logits)
 
-                def critic(x):
-                    return apply_train(discriminator, d_params, stats, x, update_stats=False)[0]
+                def critic(x):  # the penalties' critic: of the real classes
+                    return apply_train(
+                        discriminator, d_params, stats, x, **real_y, update_stats=False
+                    )[0]
 
                 penalty = jnp.zeros(())
                 if use_penalty:
@@ -230,13 +253,14 @@ class GANFamily(Family):
 
         def generator_update(state: GANState, key, b):
             z = latents(key, b)
+            fake_y = fake_classes(key, b)
             augment_key = jax.random.fold_in(key, _AUGMENT_FAKE)
 
             def loss_fn(g_params):
-                fake, g_stats = apply_train(generator, g_params, state.g_stats, z)
+                fake, g_stats = apply_train(generator, g_params, state.g_stats, z, **fake_y)
                 fake = pack(augmented(fake, augment_key), m)
                 fake_logits, d_stats = apply_train(
-                    discriminator, state.d_params, state.d_stats, fake, update_stats=False
+                    discriminator, state.d_params, state.d_stats, fake, **fake_y, update_stats=False
                 )
                 return g_loss_fn(fake_logits), (g_stats, d_stats)
 
@@ -265,13 +289,14 @@ class GANFamily(Family):
 
         def step(state: GANState, batch: dict, key) -> tuple[GANState, dict]:
             reals = kind.model_input(batch, self.value_range)  # (n_critic, b, ...)
+            real_ys = {"labels": batch[LABEL].astype(jnp.int32)} if num_classes else {}
             d_keys = jax.random.split(jax.random.fold_in(key, 0), n_critic)
 
             def critic_body(state, inputs):
-                real, k = inputs
-                return discriminator_update(state, real, k)
+                real, real_y, k = inputs
+                return discriminator_update(state, real, real_y, k)
 
-            state, (d_metrics, d_skipped) = lax.scan(critic_body, state, (reals, d_keys))
+            state, (d_metrics, d_skipped) = lax.scan(critic_body, state, (reals, real_ys, d_keys))
             key = jax.random.fold_in(key, 1)
             state, (g_metrics, g_skipped) = generator_update(state, key, reals.shape[1])
             metrics = device_mean({k: v[-1] for k, v in d_metrics.items()} | g_metrics)
@@ -280,11 +305,41 @@ class GANFamily(Family):
 
         return step
 
-    def decode(self, config, models, state, z, key):
-        """The generator's output; with gan.ema_decay > 0, that of its averaged params."""
+    def decode(self, config, models, state, z, key, labels=None):
+        """The generator's output (of classes `labels` for a class-conditional model); with
+        gan.ema_decay > 0, that of its averaged params."""
         params = state.g_ema if config.gan.ema_decay else state.g_params
         variables = {"params": params, "batch_stats": state.g_stats}
-        return models[0].apply(variables, z, train=False)
+        classes = {"labels": labels} if self.num_classes(models) else {}
+        return models[0].apply(variables, z, **classes, train=False)
+
+    def inpaint(self, config, models, state, x, mask, key, num_fills=1, labels=None):
+        """Fills by latent optimisation (Yeh et al. 2017; genjax.inpaint.latent_optimisation):
+        each fill's z, drawn from `key`, minimises the contextual loss plus lambda times the
+        GAN's own generator loss of D(G(z)) as the prior loss (the discriminator in eval mode,
+        a packing discriminator shown `pack` copies of each image)."""
+        b = x.shape[0]
+        x_f, mask_f = (jnp.repeat(a, num_fills, axis=0) for a in (x, mask))
+        n = b * num_fills
+        conditional = self.num_classes(models) > 0
+        classes = {"labels": jnp.repeat(labels, num_fills)} if conditional else {}
+        _, g_loss_fn = objectives.ADVERSARIAL_LOSSES[config.gan.loss]
+        d_vars = {"params": state.d_params, "batch_stats": state.d_stats}
+        m = config.gan.pack
+
+        def generate(z):
+            return self.decode(config, models, state, z, None, classes.get("labels"))
+
+        def prior_loss(fake):
+            packed = pack(jnp.repeat(fake, m, axis=0), m)
+            logits = models[1].apply(d_vars, packed, **classes, train=False)
+            # per example: the batch-mean generator loss of each one's logit on its own
+            return jax.vmap(lambda logit: g_loss_fn(logit[None]))(logits.reshape(n))
+
+        z0 = jax.random.normal(key, (n, self.latent_dim(config)))
+        z = inpainting.latent_optimisation(generate, prior_loss, x_f, mask_f, z0)
+        fills = inpainting.keep_known(generate(z), x_f, mask_f)
+        return fills.reshape(b, num_fills, *x.shape[1:])
 
 
 GAN = GANFamily()

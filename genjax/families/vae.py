@@ -2,6 +2,12 @@
 the negative ELBO with the analytic KL; images are scaled to [0, 1] and, for a Bernoulli
 likelihood, dynamically binarised. Its test metrics are the importance-sampled NLL and the
 negative ELBO (genjax.metrics.nll).
+
+`vae.objective=iwae` trains on the k-sample importance-weighted bound instead (Burda et al.
+2016), k = `vae.num_samples`. A class-conditional model (modules with `num_classes` > 0, e.g.
+`cvae_mlp`) reads the examples' classes from `batch['label']`; encoder and decoder both see
+them, and its test metrics are of log p(x | y). Inpainting is iterated posterior sampling
+(genjax.inpaint.pseudo_gibbs).
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ import numpy as np
 import optax
 from flax import struct
 
+from genjax import inpaint as inpainting
 from genjax import objectives
 from genjax.config import ConfigError
+from genjax.data.kinds import LABEL
 from genjax.families.base import Family
 from genjax.metrics import nll
 from genjax.parallel import device_mean, per_example_noise
 from genjax.steps import SKIPPED, apply_if_finite, apply_train, init_variables, optimizer
 
-LIKELIHOOD_CHANNELS = {"bernoulli": 1, "gaussian": 2}  # decoder channels per data channel
+# decoder channels per data channel
+LIKELIHOOD_CHANNELS = {"bernoulli": 1, "gaussian": 2, "discretized_logistic": 2}
+OBJECTIVES = ("elbo", "iwae")  # vae.objective
 
 
 @struct.dataclass
@@ -56,24 +66,49 @@ def vae_input(x, config, key) -> jax.Array:
     return x
 
 
-def encode_mean(models, state: VAEState, x) -> jax.Array:
-    """The mean of q(z|x) for model inputs x."""
-    mean, _ = models[0].apply(_variables(state, "encoder"), x, train=False)
+def _classes(labels) -> tuple:
+    """The label argument of a class-conditional module: () for None."""
+    return () if labels is None else (labels,)
+
+
+def encode_mean(models, state: VAEState, x, labels=None) -> jax.Array:
+    """The mean of q(z|x) (q(z|x, y) for a class-conditional model) for model inputs x."""
+    mean, _ = models[0].apply(_variables(state, "encoder"), x, *_classes(labels), train=False)
     return mean
 
 
+def with_label_column(x, labels) -> np.ndarray:
+    """Examples (N, ...) flattened, their labels as one more column, (N, D + 1) float32: how a
+    class-conditional VAE's examples travel through genjax.metrics.nll, which batches one
+    array (labels up to 2**24 are exact in float32)."""
+    x = np.asarray(x, np.float32).reshape(len(x), -1)
+    return np.concatenate([x, np.asarray(labels, np.float32)[:, None]], axis=1)
+
+
 @functools.cache
-def importance_functions(models, likelihood: str) -> tuple[Callable, Callable]:
+def importance_functions(
+    models, likelihood: str, shape: tuple | None = None
+) -> tuple[Callable, Callable]:
     """(encode, log_weight) of a VAE for genjax.metrics.nll, in eval mode (cached, so the
-    compiled estimator is reused across calls, e.g. every eval_every steps)."""
+    compiled estimator is reused across calls, e.g. every eval_every steps). With `shape`
+    (a class-conditional model's example shape) the examples come as with_label_column's
+    rows and are scored by log p(x | y)."""
     encoder, decoder = models
 
+    def split(x):  # (B, [1,] D + 1) -> x (B, [1,] *shape), labels (B,) int32 or None
+        if shape is None:
+            return x, None
+        labels = x[..., -1].reshape(x.shape[0], -1)[:, 0].astype(jnp.int32)
+        return x[..., :-1].reshape(*x.shape[:-1], *shape), labels
+
     def encode(state, x):
-        return encoder.apply(_variables(state, "encoder"), x, train=False)
+        x, labels = split(x)
+        return encoder.apply(_variables(state, "encoder"), x, *_classes(labels), train=False)
 
     def log_weight(state, x, z, mean, logvar):
         b, samples, _ = z.shape
-        out = decoder.importance_params(_variables(state, "decoder"), z, x)
+        x, labels = split(x)
+        out = decoder.importance_params(_variables(state, "decoder"), z, x, labels)
 
         def rows(a):  # (B, S or 1, ...) -> (B * S, ...)
             return jnp.broadcast_to(a, (b, samples, *a.shape[2:])).reshape(-1, *a.shape[2:])
@@ -86,16 +121,52 @@ def importance_functions(models, likelihood: str) -> tuple[Callable, Callable]:
     return encode, log_weight
 
 
+def check_collapse_fields(v) -> None:
+    """ConfigError for a negative vae.kl_warmup_steps, vae.free_bits or vae.kl_cycles."""
+    if v.kl_cycles < 0:
+        raise ConfigError(f"config.vae.kl_cycles must be >= 0 (0 = off), got {v.kl_cycles}")
+    if v.kl_warmup_steps < 0:
+        raise ConfigError(f"config.vae.kl_warmup_steps must be >= 0, got {v.kl_warmup_steps}")
+    if v.free_bits < 0:
+        raise ConfigError(f"config.vae.free_bits must be >= 0 (nats), got {v.free_bits}")
+
+
+def kl_term(v, step, mean, logvar, num_steps: int = 1) -> jax.Array:
+    """The batch's weighted KL term against posterior collapse: the KL weight at `step`
+    (warm-up from 0 to vae.beta, or vae.kl_cycles cycles of it; objectives.kl_weight) times
+    the KL with vae.free_bits nats per latent dimension (objectives.free_bits_kl, clamped by
+    the global batch's mean KL per dimension)."""
+    weight = objectives.kl_weight(
+        step,
+        beta=v.beta,
+        warmup_steps=v.kl_warmup_steps,
+        cycles=v.kl_cycles,
+        num_steps=num_steps,
+    )
+    kl_dims = objectives.gaussian_kl_per_dim(mean, logvar)
+    if v.free_bits:
+        global_mean = device_mean(jax.lax.stop_gradient(kl_dims.mean(axis=0)))
+        kl = objectives.free_bits_kl(kl_dims, v.free_bits, global_mean)
+    else:
+        kl = kl_dims.sum(axis=1).mean()
+    return weight * kl
+
+
 class VAEFamily(Family):
     name = "vae"
     defaults = {
         "likelihood": "bernoulli",  # bernoulli | gaussian (per-pixel mean and learned log-std)
         "beta": 1.0,  # the KL's weight (beta-VAE, Higgins et al. 2017)
         "binarize": True,  # dynamic binarisation of grey images (Bernoulli likelihood)
+        "kl_warmup_steps": 0,  # KL weight rises linearly from 0 to beta over these steps
+        "free_bits": 0.0,  # nats per latent dimension below which the KL is not pushed down
+        "kl_cycles": 0,  # cyclical annealing (Fu et al. 2019): cycles over num_steps; 0 = off
+        "objective": "elbo",  # elbo | iwae (Burda et al. 2016)
+        "num_samples": 1,  # k, the importance samples per example of the iwae objective
     }
     metrics = ("kl", "loss", "recon")
     value_range = (0.0, 1.0)
-    modes = frozenset({"interpolate", "reconstruct"})
+    modes = frozenset({"interpolate", "reconstruct", "inpaint"})
 
     def check(self, config) -> None:
         v = config.vae
@@ -104,6 +175,24 @@ class VAEFamily(Family):
             raise ConfigError(f"config.vae.likelihood={v.likelihood!r}; valid: {valid}")
         if v.beta < 0:
             raise ConfigError(f"config.vae.beta must be >= 0, got {v.beta}")
+        check_collapse_fields(v)
+        if v.objective not in OBJECTIVES:
+            raise ConfigError(f"config.vae.objective={v.objective!r}; valid: elbo, iwae")
+        if v.num_samples < 1:
+            raise ConfigError(
+                f"config.vae.num_samples must be >= 1 (the IWAE's k), got {v.num_samples}"
+            )
+        if v.objective == "elbo" and v.num_samples != 1:
+            raise ConfigError(
+                f"config.vae.num_samples={v.num_samples} is the k of vae.objective=iwae; set "
+                "vae.objective=iwae or num_samples=1"
+            )
+        reweighted = v.beta != 1 or v.kl_warmup_steps or v.free_bits or v.kl_cycles
+        if v.objective == "iwae" and reweighted:
+            raise ConfigError(
+                "vae.objective=iwae is the k-sample bound itself: it takes vae.beta=1, "
+                "kl_warmup_steps=0, free_bits=0, kl_cycles=0 (those shape the elbo objective)"
+            )
 
     def latent_dim(self, config) -> int:
         return config.model.z_dim
@@ -111,9 +200,11 @@ class VAEFamily(Family):
     def init_state(self, config, models, kind, data_shape, key) -> VAEState:
         encoder, decoder = models
         e_key, d_key = jax.random.split(key)
-        e_params, e_stats = init_variables(encoder, e_key, jnp.zeros((1, *data_shape)))
-        z, x = jnp.zeros((1, config.model.z_dim)), jnp.zeros((1, *data_shape))
-        d_params, d_stats = init_variables(decoder, d_key, *decoder.inputs(z, x))
+        labels = (jnp.zeros((1,), jnp.int32),) if self.num_classes(models) else ()
+        x = jnp.zeros((1, *data_shape))
+        e_params, e_stats = init_variables(encoder, e_key, x, *labels)
+        z = jnp.zeros((1, config.model.z_dim))
+        d_params, d_stats = init_variables(decoder, d_key, *decoder.inputs(z, x), *labels)
         params = {"encoder": e_params, "decoder": d_params}
         return VAEState(
             step=jnp.zeros((), jnp.int32),
@@ -126,29 +217,62 @@ class VAEFamily(Family):
         return state.params["encoder"], state.params["decoder"]
 
     def make_step(self, config, models, kind) -> Callable:
-        """One update of the negative ELBO (Kingma & Welling 2013, eq. 10), analytic KL."""
+        """One update of the negative ELBO (Kingma & Welling 2013, eq. 10), analytic KL, or
+        with vae.objective=iwae of the negative k-sample bound (Burda et al. 2016, eq. 8),
+        its `recon` and `kl` then the mean -log p(x|z_i) over the k samples and the analytic
+        KL."""
         encoder, decoder = models
         tx = vae_optimizer(config)
+        conditional = self.num_classes(models) > 0
+        k = config.vae.num_samples
 
         def step(state: VAEState, batch: dict, key) -> tuple[VAEState, dict]:
             bin_key, z_key = jax.random.split(key)
-            x = kind.model_input({k: v[0] for k, v in batch.items()}, self.value_range)
+            batch = {name: v[0] for name, v in batch.items()}
+            x = kind.model_input(batch, self.value_range)
             x = vae_input(x, config, bin_key)
+            y = (batch[LABEL].astype(jnp.int32),) if conditional else ()
 
             def loss_fn(params):
                 (mean, logvar), e_stats = apply_train(
-                    encoder, params["encoder"], state.batch_stats["encoder"], x
+                    encoder, params["encoder"], state.batch_stats["encoder"], x, *y
                 )
+                if config.vae.objective == "iwae":
+                    return iwae_loss(params, mean, logvar, e_stats)
                 eps = per_example_noise(jax.random.normal, z_key, mean.shape)
                 z = mean + jnp.exp(0.5 * logvar) * eps
                 d_vars = (params["decoder"], state.batch_stats["decoder"])
-                out, d_stats = apply_train(decoder, *d_vars, *decoder.inputs(z, x))
+                out, d_stats = apply_train(decoder, *d_vars, *decoder.inputs(z, x), *y)
                 neg_elbo, recon, kl = objectives.negative_elbo(
                     out, x, mean, logvar, likelihood=config.vae.likelihood, beta=config.vae.beta
                 )
+                loss = neg_elbo.mean()
+                v = config.vae
+                if v.kl_warmup_steps or v.free_bits or v.kl_cycles:
+                    loss = recon.mean() + kl_term(v, state.step, mean, logvar, config.num_steps)
                 stats = {"encoder": e_stats, "decoder": d_stats}
-                metrics = {"loss": neg_elbo.mean(), "recon": recon.mean(), "kl": kl.mean()}
-                return neg_elbo.mean(), (stats, metrics)
+                metrics = {"loss": loss, "recon": recon.mean(), "kl": kl.mean()}
+                return loss, (stats, metrics)
+
+            def iwae_loss(params, mean, logvar, e_stats):
+                eps = per_example_noise(jax.random.normal, z_key, (mean.shape[0], k, mean.shape[1]))
+                d_stats = []  # the decoder's batch statistics from its one call in decode
+
+                def decode(z, x_k):
+                    y_k = tuple(jnp.repeat(labels, k) for labels in y)
+                    d_vars = (params["decoder"], state.batch_stats["decoder"])
+                    out, stats = apply_train(decoder, *d_vars, *decoder.inputs(z, x_k), *y_k)
+                    d_stats.append(stats)
+                    return out
+
+                bound, log_px_z = objectives.iwae_objective(
+                    decode, x, mean, logvar, eps, likelihood=config.vae.likelihood
+                )
+                loss = bound.mean()
+                stats = {"encoder": e_stats, "decoder": d_stats[0]}
+                kl = objectives.gaussian_kl(mean, logvar).mean()
+                metrics = {"loss": loss, "recon": -log_px_z.mean(), "kl": kl}
+                return loss, (stats, metrics)
 
             grads, (stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
             metrics = device_mean(metrics)
@@ -168,21 +292,67 @@ class VAEFamily(Family):
 
         return step
 
-    def decode(self, config, models, state, z, key):
-        """The likelihood's mean given z; an autoregressive decoder samples its pixels one by
-        one from `key` and shows each pixel's mean given z and the pixels before it."""
+    def decode(self, config, models, state, z, key, labels=None):
+        """The likelihood's mean given z (and the classes `labels` of a class-conditional
+        model); an autoregressive decoder samples its pixels one by one from `key` and shows
+        each pixel's mean given z and the pixels before it."""
         key = jax.random.PRNGKey(0) if key is None else key
-        return models[1].mean(_variables(state, "decoder"), z, config.vae.likelihood, key)
+        variables = _variables(state, "decoder")
+        return models[1].mean(variables, z, config.vae.likelihood, key, labels)
 
-    def reconstruct(self, config, models, state, x, key):
-        """Decoded means of q(z|x)'s mean, for model inputs x in [0, 1]."""
-        return self.decode(config, models, state, encode_mean(models, state, x), key)
+    def reconstruct(self, config, models, state, x, key, labels=None):
+        """Decoded means of q(z|x)'s mean, for model inputs x in [0, 1] (of classes `labels`
+        for a class-conditional model)."""
+        z = encode_mean(models, state, x, labels)
+        return self.decode(config, models, state, z, key, labels)
+
+    def inpaint(self, config, models, state, x, mask, key, num_fills=1, labels=None):
+        """Fills by iterated posterior sampling (Rezende et al. 2014, appendix F;
+        genjax.inpaint.pseudo_gibbs), one chain per fill, started from `key`. A decoder with
+        an autoregressive part (model.ar_kernel > 0) has no independent per-pixel draw and is
+        refused."""
+        if config.model.get("ar_kernel"):
+            raise ConfigError(
+                "--mode inpaint needs a VAE decoder with independent pixels; this model has "
+                f"model.ar_kernel={config.model.ar_kernel} (use a model trained with 0)"
+            )
+        encoder, decoder = models
+        b = x.shape[0]
+        x_f, mask_f = (jnp.repeat(a, num_fills, axis=0) for a in (x, mask))
+        classes = _classes(None if labels is None else jnp.repeat(labels, num_fills))
+        likelihood = config.vae.likelihood
+
+        def posterior_sample(current, k):
+            variables = _variables(state, "encoder")
+            mean, logvar = encoder.apply(variables, current, *classes, train=False)
+            return mean + jnp.exp(0.5 * logvar) * jax.random.normal(k, mean.shape)
+
+        def likelihood_draw(z, k):
+            out = decoder.apply(_variables(state, "decoder"), z, *classes, train=False)
+            mean = objectives.likelihood_mean(out, likelihood)
+            if likelihood == "bernoulli":
+                return (jax.random.uniform(k, mean.shape) < mean).astype(jnp.float32), mean
+            # [location | log scale] channels: a Gaussian, or a logistic rounded to 8 bits
+            channels = out.shape[-1] // 2
+            location, log_scale = out[..., :channels], out[..., channels:]
+            if likelihood == "gaussian":
+                draw = location + jnp.exp(log_scale) * jax.random.normal(k, mean.shape)
+            else:
+                noise = jax.random.logistic(k, mean.shape)
+                draw = jnp.round((location + jnp.exp(jnp.maximum(log_scale, -7.0)) * noise) * 255)
+                draw = draw / 255
+            return jnp.clip(draw, 0.0, 1.0), mean
+
+        fills = inpainting.pseudo_gibbs(posterior_sample, likelihood_draw, x_f, mask_f, key)
+        return fills.reshape(b, num_fills, *x.shape[1:])
 
     def test_metrics(self, config, models, state, test, kind, *, k, seed):
-        """`test_nll` (-log p(x), k importance samples) and `test_neg_elbo`, nats per example.
+        """`test_nll` (-log p(x), k importance samples) and `test_neg_elbo`, nats per example
+        (and `test_bits_per_dim` for the discretised logistic likelihood of 8-bit images).
 
         Inputs are scaled as in training; a Bernoulli VAE trained with dynamic binarisation is
-        scored on one binarisation of the test set drawn with `seed`. The ELBO is the beta = 1
+        scored on one binarisation of the test set drawn with `seed`; a class-conditional one
+        by -log p(x | y) of each example's own class. The ELBO is the beta = 1
         bound, whatever `vae.beta` the model was trained with. With a Gaussian likelihood both
         are densities of [0, 1]-scaled pixels (no dequantisation), so they can be negative and
         are not comparable with discrete likelihoods or bits per dimension.
@@ -190,9 +360,15 @@ class VAEFamily(Family):
         x = np.asarray(kind.model_input(test, self.value_range), np.float32)
         if binarizes(config):
             x = nll.binarize(x, seed)
-        encode, log_weight = importance_functions(models, config.vae.likelihood)
+        shape = None
+        if self.num_classes(models):  # log p(x | y): each example's label rides along
+            shape, x = x.shape[1:], with_label_column(x, test[LABEL])
+        encode, log_weight = importance_functions(models, config.vae.likelihood, shape)
         log_px, elbo = nll.estimate_log_likelihood(encode, log_weight, state, x, k=k, seed=seed + 1)
-        return {"test_nll": float(-np.mean(log_px)), "test_neg_elbo": float(-np.mean(elbo))}
+        out = {"test_nll": float(-np.mean(log_px)), "test_neg_elbo": float(-np.mean(elbo))}
+        if config.vae.likelihood == "discretized_logistic":  # 8-bit colour: also bits per dim
+            out["test_bits_per_dim"] = nll.bits_per_dim(out["test_nll"], test["image"].shape[1:])
+        return out
 
 
 VAE = VAEFamily()

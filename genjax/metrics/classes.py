@@ -39,3 +39,13 @@ def class_metrics(predicted, data_labels, num_classes: int) -> dict:
         "classes_covered": float(np.count_nonzero(predicted_counts)),
         "class_kl": histogram_kl(predicted_counts, data_counts),
     }
+
+
+def class_accuracy(predicted, labels) -> float:
+    """The fraction of examples whose predicted class is their label: for a class-conditional
+    model, how often the classifier agrees with the class each sample was drawn for (the
+    accuracy measure of conditional GANs, e.g. Odena et al. 2017's AC-GAN)."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    if predicted.shape != labels.shape or not predicted.size:
+        raise ValueError(f"{predicted.shape} predictions for {labels.shape} labels")
+    return float(np.mean(predicted == labels))

@@ -1,7 +1,8 @@
 """Every quality metric that applies to a trained model and its data, as one flat dict.
 
     python -m genjax.evaluate --workdir DIR [--num_samples N] [--nll_k K]
-        [--max_test M] [--seed S] [--inception_weights PATH] [--config.KEY=VALUE ...]
+        [--max_test M] [--seed S] [--inception_weights PATH] [--inpaint_mask SPEC]
+        [--config.KEY=VALUE ...]
 
 loads DIR's newest checkpoint, prints one JSON object and appends it to DIR/eval.jsonl with
 the step and the settings. `--config.KEY=VALUE` overrides DIR/config.json (e.g.
@@ -19,7 +20,15 @@ config.eval.*. Metrics (NaN is written as null):
   class histogram to the test split's; genjax.metrics.classes). Each has a `_floor` twin:
   the same metric between the test split and as many real training images as generated
   ones, the value a perfect model would get at these sample sizes (the classifier was
-  trained on those images, so its floor is slightly pessimistic).
+  trained on those images, so its floor is slightly pessimistic). A class-conditional model
+  also gets `class_accuracy`, the fraction of its samples that the classifier assigns to the
+  class they were drawn for (every class equally often), beside `class_accuracy_floor`, the
+  classifier's accuracy on the labelled test images.
+- Inpainting, with `--inpaint_mask SPEC` (genjax.inpaint's masks, e.g. bottom, random:0.5):
+  `inpaint_mse`, the mean squared error in [0, 1] units over the masked pixels of the test
+  images filled by the model (one fill each), beside `inpaint_mse_mean_image` and
+  `inpaint_mse_nearest`, the same for the mean training image and for the training image
+  nearest on the known pixels.
 
 What does not apply is left out; `skipped_metrics` says why (the CLI prints it on stderr),
 so that `evaluate` returns only numbers for the training loop to log.
@@ -49,10 +58,19 @@ def _sampler(experiment, batch: int):
 
 def generate(experiment, state, key, num: int) -> np.ndarray:
     """`num` samples in data space (e.g. points, or [0, 1] images), SAMPLE_BATCH per compiled
-    call."""
+    call; a class-conditional model's of the classes experiment.sample_labels(num)."""
     batch = min(num, SAMPLE_BATCH)
     draw = _sampler(experiment, batch)
-    parts = [np.asarray(draw(state, jax.random.fold_in(key, i))) for i in range(-(-num // batch))]
+    calls = -(-num // batch)
+    labels = experiment.sample_labels(num)
+    if labels is not None:  # padded to whole calls
+        labels = np.resize(np.asarray(labels), calls * batch).reshape(calls, batch)
+    parts = [
+        np.asarray(
+            draw(state, jax.random.fold_in(key, i), labels=None if labels is None else labels[i])
+        )
+        for i in range(calls)
+    ]
     return np.concatenate(parts)[:num]
 
 
@@ -69,11 +87,24 @@ def _space_metrics(space, real, fake, floor, seed) -> dict:
 
 
 def image_metrics(
-    config, fake, real, floor, data_labels, *, seed, inception_weights, cdir, num_classes=None
+    config,
+    fake,
+    real,
+    floor,
+    data_labels,
+    *,
+    seed,
+    inception_weights,
+    cdir,
+    num_classes=None,
+    fake_labels=None,
+    real_labels=None,
 ):
     """Feature-space metrics of uint8 images: classifier and Inception, with their floors.
 
     `data_labels` give the data's class histogram (None: the data has no labels, no classifier).
+    `fake_labels`, the classes a class-conditional model's samples were drawn for, add
+    `class_accuracy`, with the classifier's accuracy on `real` of `real_labels` as its floor.
     """
     from genjax.metrics import classifier as classifier_lib
 
@@ -83,7 +114,7 @@ def image_metrics(
         clf = classifier_lib.classifier_for(
             data.train, data.image_size, data.data_dir, cdir, tuple(real.shape[1:]), num_classes
         )
-        (f_fake, c_fake), (f_real, _), (f_floor, c_floor) = (
+        (f_fake, c_fake), (f_real, c_real), (f_floor, c_floor) = (
             classifier_lib.outputs(clf, x) for x in (fake, real, floor)
         )
         n = clf.meta["num_classes"]
@@ -91,6 +122,9 @@ def image_metrics(
         out |= _space_metrics("classifier", f_real, f_fake, f_floor, seed)
         out |= classes.class_metrics(c_fake, data_labels, n)
         out |= {f"{k}_floor": v for k, v in classes.class_metrics(c_floor, data_labels, n).items()}
+        if fake_labels is not None:
+            out["class_accuracy"] = classes.class_accuracy(c_fake, fake_labels)
+            out["class_accuracy_floor"] = classes.class_accuracy(c_real, real_labels)
     if inception_weights:
         from genjax.metrics import inception
 
@@ -114,9 +148,11 @@ def evaluate(
     seed: int = 0,
     inception_weights: str = "",
     classifier_dir: str = "",
+    inpaint_mask: str = "",
 ) -> dict:
     """Flat {metric name: float} for a model state and its data: the family's test metrics
-    (e.g. a VAE's NLL), then the data kind's metrics of generated samples.
+    (e.g. a VAE's NLL), then the data kind's metrics of generated samples, then with
+    `inpaint_mask` the inpainting metrics (inpaint_metrics).
 
     `max_test` > 0 keeps the first max_test test examples. The same seed gives the same
     samples, binarisation and subsets, so two evaluations of one state agree exactly.
@@ -130,6 +166,8 @@ def evaluate(
     class_reference = test.get("label")  # the data's class histogram: the whole test split's
     if max_test:
         test = {name: array[:max_test] for name, array in test.items()}
+    if inpaint_mask:  # a bad mask or model fails before any work
+        check_inpaint(experiment, test, inpaint_mask)
     out: dict[str, float] = dict(experiment.test_metrics(state, test, k=nll_k, seed=seed))
     out |= experiment.kind.sample_metrics(
         experiment,
@@ -142,10 +180,66 @@ def evaluate(
         inception_weights=inception_weights,
         classifier_dir=classifier_dir,
     )
+    if inpaint_mask:
+        out |= inpaint_metrics(experiment, state, train_source, test, inpaint_mask, seed=seed)
     return out
 
 
-def evaluate_workdir(workdir, config, *, num_samples, nll_k, max_test, seed, inception_weights):
+def check_inpaint(experiment, test: dict, mask: str) -> None:
+    """ConfigError unless `mask` parses and the model can inpaint the test examples."""
+    from genjax import inpaint
+    from genjax.config import ConfigError
+    from genjax.data.kinds import LABEL
+    from genjax.sampling import SPECIAL_MODES
+
+    inpaint.parse_mask(mask)
+    if "inpaint" not in experiment.modes:
+        raise ConfigError(SPECIAL_MODES["inpaint"](experiment).replace("--mode", "--inpaint_mask"))
+    if experiment.num_classes and LABEL not in test:
+        raise ConfigError("--inpaint_mask: a class-conditional model needs labelled test data")
+
+
+def inpaint_metrics(experiment, state, train_source, test: dict, mask: str, *, seed: int = 0):
+    """`inpaint_mse` of the model and its two baselines, `inpaint_mse_mean_image` and
+    `inpaint_mse_nearest` (genjax.inpaint.baseline_fills), on the test examples with masks
+    `mask` (numpy seed `seed` for random ones): mean squared error over the masked pixels,
+    in [0, 1] units, of one fill per example (a class-conditional model's of its label)."""
+    from genjax import inpaint
+
+    check_inpaint(experiment, test, mask)
+    kind, unit = experiment.kind, (0.0, 1.0)
+    x = np.asarray(kind.from_model(kind.model_input(test, unit), unit), np.float32)
+    n = len(x)
+    masks = inpaint.make_masks(mask, n, experiment.data_shape, seed)
+    batch = min(n, SAMPLE_BATCH)
+    key = jax.random.PRNGKey(seed)
+    fills = []
+    for i, start in enumerate(range(0, n, batch)):
+        rows = np.resize(np.arange(start, min(start + batch, n)), batch)  # whole batches
+        part = {name: array[rows] for name, array in test.items()}
+        out = experiment.inpaint(state, part, masks[rows], jax.random.fold_in(key, i))
+        fills.append(np.asarray(out[:, 0])[: min(batch, n - start)])
+    train = train_source.to_arrays()
+    train_x = np.asarray(kind.from_model(kind.model_input(train, unit), unit), np.float32)
+    baselines = inpaint.baseline_fills(train_x, x, masks)
+    return {
+        "inpaint_mse": inpaint.masked_mse(np.concatenate(fills), x, masks),
+        "inpaint_mse_mean_image": inpaint.masked_mse(baselines["mean_image"], x, masks),
+        "inpaint_mse_nearest": inpaint.masked_mse(baselines["nearest"], x, masks),
+    }
+
+
+def evaluate_workdir(
+    workdir,
+    config,
+    *,
+    num_samples,
+    nll_k,
+    max_test,
+    seed,
+    inception_weights,
+    inpaint_mask="",
+):
     """The CLI's job: restore, evaluate, print the row and append it to workdir/eval.jsonl."""
     from genjax.experiment import restore
 
@@ -163,6 +257,7 @@ def evaluate_workdir(workdir, config, *, num_samples, nll_k, max_test, seed, inc
         seed=seed,
         inception_weights=inception_weights,
         classifier_dir=config.eval.classifier_dir,
+        inpaint_mask=inpaint_mask,
     )
     settings = {
         "num_samples": num_samples,
@@ -171,6 +266,8 @@ def evaluate_workdir(workdir, config, *, num_samples, nll_k, max_test, seed, inc
         "seed": seed,
         "test_data": config.data.test or f"{config.data.train} (test split)",
     }
+    if inpaint_mask:
+        settings["inpaint_mask"] = inpaint_mask
     row = {"step": int(run.step)} | {k: json_number(v) for k, v in metrics.items()}
     line = json.dumps(row | {"settings": settings})
     with open(Path(workdir) / "eval.jsonl", "a") as f:
@@ -207,6 +304,7 @@ def main(argv) -> None:
             max_test=choose(f.max_test, e.max_test),
             seed=f.seed,
             inception_weights=choose(f.inception_weights, e.inception_weights),
+            inpaint_mask=f.inpaint_mask,
         )
 
     cli.run_or_exit(run)
@@ -226,9 +324,11 @@ def _define_flags() -> None:
     flags.DEFINE_integer("max_test", None, "first M test examples (0 = all)", lower_bound=0)
     flags.DEFINE_integer("seed", 0, "seed of the samples, binarisation and subsets")
     flags.DEFINE_string("inception_weights", None, "FID Inception weights (.npz), '' = none")
+    flags.DEFINE_string("inpaint_mask", "", "a mask for inpaint_mse (e.g. bottom); '' = none")
     config_flags.DEFINE_config_dict("config", base_config(), "overrides of DIR/config.json")
     flags.mark_flags_as_required(["workdir"])
-    for name in ("workdir", "num_samples", "nll_k", "max_test", "seed", "inception_weights"):
+    names = ("workdir", "num_samples", "nll_k", "max_test", "seed", "inception_weights")
+    for name in (*names, "inpaint_mask"):
         # --help lists the main module's flags: list these under the program that runs
         flags.FLAGS.register_flag_by_module(sys.argv[0], flags.FLAGS[name])
 

@@ -99,3 +99,10 @@ def estimate_log_likelihood(encode, log_weight, params, x, *, k: int, seed: int 
         log_px.append(np.asarray(a)[:real])
         elbo.append(np.asarray(b)[:real])
     return np.concatenate(log_px), np.concatenate(elbo)
+
+
+def bits_per_dim(nats_per_example, data_shape) -> float:
+    """Nats per example -> bits per dimension: nats / (H * W * C * ln 2), the unit of
+    likelihoods of 8-bit images (e.g. PixelCNN++, Salimans et al. 2017). Meaningful only for
+    a discrete likelihood (Bernoulli, discretised logistic), not for a density."""
+    return float(nats_per_example) / (math.prod(data_shape) * math.log(2.0))

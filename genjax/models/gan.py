@@ -3,6 +3,10 @@
 Generators map z (B, z_dim) to x (B, *data_shape), float32: images NHWC in [-1, 1] (tanh),
 points unsquashed. Discriminators map x to float32 logits (B,). Every module computes in
 `dtype` (params stay float32) and averages BatchNorm statistics over `axis_name`.
+
+A module with `num_classes` > 0 is class-conditional: it takes int32 class labels (B,) as
+the keyword `labels`, `G(z, train, labels=y)` and `D(x, train, labels=y)`;
+genjax.families.gan passes labels to the modules whose `num_classes` is set, and only to those.
 """
 
 from __future__ import annotations
@@ -11,9 +15,17 @@ import math
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from genjax.models.layers import DownConv2x, UpConv2x, batch_norm, dcgan_init, square_levels
+from genjax.models.layers import (
+    ConditionalBatchNorm,
+    DownConv2x,
+    UpConv2x,
+    batch_norm,
+    dcgan_init,
+    square_levels,
+)
 
 
 class MLPGenerator(nn.Module):
@@ -66,25 +78,38 @@ class DCGANGenerator(nn.Module):
 
     Channels halve from features * 2**(n-1) at s0 x s0; BatchNorm + ReLU after every layer
     but the last, which goes to the image's channels with tanh. Layers before a BatchNorm
-    have no bias (it would cancel).
+    have no bias (it would cancel). With `num_classes` > 0 the class enters twice: as a
+    one-hot vector beside z (the conditional GAN of Mirza & Osindero 2014) and through every
+    BatchNorm, made class-conditional (layers.ConditionalBatchNorm, as in Miyato & Koyama
+    2018's generator).
     """
 
     data_shape: tuple[int, int, int]
     features: int = 64
+    num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, z, train: bool):
+    def __call__(self, z, train: bool, labels=None):
         side, _, channels = self.data_shape
         s0, n = square_levels(side)
         width = self.features * 2 ** (n - 1)
+
+        def normalised(h):
+            if self.num_classes:
+                cbn = ConditionalBatchNorm(self.num_classes, train, self.axis_name, self.dtype)
+                return cbn(h, labels)
+            return batch_norm(train, self.axis_name, self.dtype)(h)
+
+        if self.num_classes:
+            z = jnp.concatenate([z, jax.nn.one_hot(labels, self.num_classes, dtype=z.dtype)], -1)
         h = nn.Dense(s0 * s0 * width, use_bias=False, dtype=self.dtype, kernel_init=dcgan_init)(z)
         h = h.reshape((z.shape[0], s0, s0, width))
-        h = nn.relu(batch_norm(train, self.axis_name, self.dtype)(h))
+        h = nn.relu(normalised(h))
         for i in range(1, n):
             h = UpConv2x(width // 2**i, use_bias=False, dtype=self.dtype, kernel_init=dcgan_init)(h)
-            h = nn.relu(batch_norm(train, self.axis_name, self.dtype)(h))
+            h = nn.relu(normalised(h))
         h = UpConv2x(channels, dtype=self.dtype, kernel_init=dcgan_init)(h)
         return jnp.tanh(h.astype(jnp.float32))
 
@@ -110,15 +135,20 @@ class DCGANDiscriminator(nn.Module):
     (`sigma` is only a record). `init` stores each kernel already divided by its first
     estimate (what `nn.SpectralNorm` does). For 'batch', 'layer' and 'none', `update_stats`
     changes nothing (BatchNorm's running averages follow `train`).
+
+    With `num_classes` > 0 it is a projection discriminator (Miyato & Koyama 2018, eq. 3):
+    the logit of (x, y) is dense(phi(x)) + <embed(y), phi(x)>, phi(x) the flattened features
+    of the last conv, one embedding row per class (spectrally normalised too under 'spectral').
     """
 
     features: int = 64
     d_norm: str = "batch"
+    num_classes: int = 0
     dtype: Any = jnp.float32
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, x, train: bool, *, update_stats: bool | None = None):
+    def __call__(self, x, train: bool, labels=None, *, update_stats: bool | None = None):
         update_stats = train if update_stats is None else update_stats
 
         def layer(module, h):
@@ -143,5 +173,8 @@ class DCGANDiscriminator(nn.Module):
                 h = nn.LayerNorm(reduction_axes=(-3, -2, -1), dtype=self.dtype)(h)
             h = nn.leaky_relu(h, 0.2)
         h = h.reshape((x.shape[0], -1))
-        logits = layer(nn.Dense(1, dtype=self.dtype, kernel_init=dcgan_init), h)
-        return logits[:, 0].astype(jnp.float32)
+        logits = layer(nn.Dense(1, dtype=self.dtype, kernel_init=dcgan_init), h)[:, 0]
+        if self.num_classes:
+            embed = nn.Embed(self.num_classes, h.shape[-1], embedding_init=dcgan_init)
+            logits = logits + jnp.sum(layer(embed, labels).astype(h.dtype) * h, axis=-1)
+        return logits.astype(jnp.float32)

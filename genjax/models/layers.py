@@ -267,3 +267,31 @@ def batch_norm(train: bool, axis_name: str | None, dtype: Any) -> nn.BatchNorm:
     return nn.BatchNorm(
         use_running_average=not train, momentum=0.9, axis_name=axis_name, dtype=dtype
     )
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Class-conditional BatchNorm (de Vries et al. 2017; Miyato & Koyama 2018's generator):
+    normalised as `batch_norm` (no scale or bias of its own), then scaled by gamma[y] and
+    shifted by beta[y], one learned row per class, initialised to 1 and 0 (so that it starts
+    as plain BatchNorm)."""
+
+    num_classes: int
+    train: bool
+    axis_name: str | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, labels):
+        h = nn.BatchNorm(
+            use_running_average=not self.train,
+            momentum=0.9,
+            axis_name=self.axis_name,
+            use_scale=False,
+            use_bias=False,
+            dtype=self.dtype,
+        )(h)
+        features = h.shape[-1]
+        gamma = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones)(labels)
+        beta = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros)(labels)
+        expand = (slice(None),) + (None,) * (h.ndim - 2) + (slice(None),)  # (B, 1.., F)
+        return h * gamma[expand].astype(h.dtype) + beta[expand].astype(h.dtype)

@@ -14,8 +14,10 @@ import jax.numpy as jnp
 
 from genjax.config import ConfigError
 from genjax.families import GAN, VAE, Family
+from genjax.families.text import LM, TEXT_VAE
 from genjax.families.vae import LIKELIHOOD_CHANNELS
-from genjax.models import gan, resnet, vae
+from genjax.families.vqvae import VQ_PRIOR, VQVAE
+from genjax.models import gan, resnet, text, vae, vqvae
 from genjax.models.layers import square_levels
 
 
@@ -55,9 +57,9 @@ def _gan_mlp(config, shape, **common):
     )
 
 
-def _dcgan(config, shape, **common):
+def _dcgan(config, shape, num_classes=0, **common):
     cfg = config.model
-    shape = _square_image_shape("dcgan", shape)
+    shape = _square_image_shape(config.model.name, shape)
     _positive(cfg, "z_dim", "features")
     if cfg.d_norm not in ("batch", "layer", "spectral", "none"):
         raise ConfigError(
@@ -69,9 +71,14 @@ def _dcgan(config, shape, **common):
             f"{penalty} needs a discriminator without batch norm (the penalty is per "
             "example): set --config.model.d_norm=layer, spectral or none"
         )
+    if num_classes and config.gan.pack > 1:
+        raise ConfigError(
+            f"config.gan.pack={config.gan.pack}: a class-conditional discriminator judges one "
+            "example and its label at a time; set gan.pack=1"
+        )
     return (
-        gan.DCGANGenerator(shape, cfg.features, **common),
-        gan.DCGANDiscriminator(cfg.features, cfg.d_norm, **common),
+        gan.DCGANGenerator(shape, cfg.features, num_classes, **common),
+        gan.DCGANDiscriminator(cfg.features, cfg.d_norm, num_classes, **common),
     )
 
 
@@ -108,6 +115,8 @@ def _autoregressive(config, encoder, decoder, dtype):
     _positive(config.model, "ar_hidden")
     if not kernel:
         return encoder, decoder
+    if config.vae.likelihood == "discretized_logistic":  # its sampler draws the other two
+        raise ConfigError("config.model.ar_kernel: valid with vae.likelihood bernoulli, gaussian")
     return encoder, vae.AutoregressiveDecoder(decoder, kernel, config.model.ar_hidden, dtype=dtype)
 
 
@@ -121,6 +130,21 @@ def _vae_mlp(config, shape, **common):
         vae.MLPEncoder(cfg.z_dim, cfg.hidden, cfg.depth, **common),
         vae.MLPDecoder(shape, k, cfg.hidden, cfg.depth, **common),
         common["dtype"],
+    )
+
+
+def _cvae_mlp(config, shape, num_classes=0, **common):
+    cfg = config.model
+    shape = _image_shape("cvae_mlp", shape)
+    _positive(cfg, "z_dim", "hidden", "depth")
+    k = LIKELIHOOD_CHANNELS[config.vae.likelihood]  # decoder channels per data channel
+    return (
+        vae.ConditionalMLPEncoder(
+            cfg.z_dim, cfg.hidden, cfg.depth, num_classes=num_classes, **common
+        ),
+        vae.ConditionalMLPDecoder(
+            shape, k, cfg.hidden, cfg.depth, num_classes=num_classes, **common
+        ),
     )
 
 
@@ -139,11 +163,15 @@ def _vae_conv(config, shape, **common):
 
 class Entry(NamedTuple):
     """A registered model: its family, its builder, and the model.* fields it reads with
-    their defaults (a model.* field it does not read is a ConfigError when set)."""
+    their defaults (a model.* field it does not read is a ConfigError when set).
+
+    A `conditional` model is class-conditional: its builder also takes `num_classes`, the
+    training data's number of classes, and it refuses data without labels."""
 
     family: Family
     builder: Callable[..., tuple[nn.Module, nn.Module]]
     defaults: dict[str, Any]
+    conditional: bool = False
 
 
 # Keep the defaults of a field the same across models: base_config() types each field once.
@@ -153,6 +181,8 @@ MODELS: dict[str, Entry] = {
     "gan_mlp": Entry(GAN, _gan_mlp, {"z_dim": 2, "hidden": 128}),
     # Radford et al. 2016; d_norm: D's normalisation, batch | layer | spectral | none
     "dcgan": Entry(GAN, _dcgan, {"z_dim": 2, "features": 64, "d_norm": "batch"}),
+    # class-conditional DCGAN: conditional BatchNorm in G, projection D (Miyato & Koyama 2018)
+    "cdcgan": Entry(GAN, _dcgan, {"z_dim": 2, "features": 64, "d_norm": "batch"}, True),
     # Miyato et al. 2018, ResNet G and spectrally normalised D for 32 x 32, as in Mimicry
     "sngan_resnet": Entry(GAN, _sngan_resnet, {"z_dim": 128, "features": 256, "d_features": 128}),
     # 2-D mixtures (ring8, grid25)
@@ -160,13 +190,26 @@ MODELS: dict[str, Entry] = {
     # Kingma & Welling 2013
     "vae_mlp": Entry(VAE, _vae_mlp, {"z_dim": 2, "hidden": 128, "depth": 2, **_AUTOREGRESSIVE}),
     "vae_conv": Entry(VAE, _vae_conv, {"z_dim": 2, "features": 64, **_AUTOREGRESSIVE}),
+    # class-conditional MLP VAE (Sohn et al. 2015): one-hot labels into encoder and decoder
+    "cvae_mlp": Entry(VAE, _cvae_mlp, {"z_dim": 2, "hidden": 128, "depth": 2}, True),
+    # Bowman et al. 2016: GRU encoder and decoder over tokens; text_lm is the decoder without z
+    "text_vae": Entry(TEXT_VAE, text.build_vae, {"z_dim": 32, "hidden": 256, "embed_dim": 128}),
+    "text_lm": Entry(LM, text.build_lm, {"hidden": 256, "embed_dim": 128}),
+    # van den Oord et al. 2017: conv encoder and decoder around a codebook (vqvae.*); z_dim is
+    # a code vector's size
+    "vqvae_conv": Entry(VQVAE, vqvae.build_vqvae, {"z_dim": 16, "features": 32}),
+    # a causal transformer over a frozen vqvae_conv's codes (prior.vqvae_workdir)
+    "vq_prior": Entry(VQ_PRIOR, vqvae.build_prior, {"hidden": 128, "depth": 2}),
 }
 
 
-def register_model(name: str, family: Family, builder: Callable, defaults: dict) -> None:
+def register_model(
+    name: str, family: Family, builder: Callable, defaults: dict, conditional: bool = False
+) -> None:
     """Adds a model: `builder(config, data_shape, dtype=..., axis_name=...)` returns the
-    family's modules from the resolved config; `defaults` are the model.* fields it reads."""
-    MODELS[name] = Entry(family, builder, dict(defaults))
+    family's modules from the resolved config; `defaults` are the model.* fields it reads.
+    A `conditional` model's builder also gets `num_classes=` (the data's classes)."""
+    MODELS[name] = Entry(family, builder, dict(defaults), conditional)
 
 
 def entry(name: str) -> Entry:
@@ -182,11 +225,29 @@ def family_of(name: str) -> Family:
 
 
 def build(
-    config, data_shape: tuple, *, dtype: Any = jnp.float32, axis_name: str | None = None
+    config,
+    data_shape: tuple,
+    *,
+    num_classes: int = 0,
+    dtype: Any = jnp.float32,
+    axis_name: str | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """The family's modules ((generator, discriminator) for a GAN, (encoder, decoder) for a
     VAE) from a resolved config (genjax.config.resolve); `dtype` (a dtype or its name) is the
-    compute dtype, params stay float32."""
+    compute dtype, params stay float32. `num_classes` is the data's number of classes (0: no
+    labels), which a conditional model needs and the others ignore."""
     shape = tuple(int(d) for d in data_shape)
-    builder = entry(config.model.name).builder
-    return builder(config, shape, dtype=jnp.dtype(dtype), axis_name=axis_name)
+    name = config.model.name
+    model = entry(name)
+    common = {"dtype": jnp.dtype(dtype), "axis_name": axis_name}
+    if not model.conditional:
+        return model.builder(config, shape, **common)
+    if num_classes < 2:
+        unconditional = sorted(n for n, e in MODELS.items() if e.family is model.family)
+        unconditional = [n for n in unconditional if not MODELS[n].conditional]
+        raise ConfigError(
+            f"model {name!r} is class-conditional and data {config.data.train!r} has no class "
+            f"labels; use labelled data (e.g. mnist5k, tfds:cifar10) or a model without "
+            f"classes ({', '.join(unconditional)})"
+        )
+    return model.builder(config, shape, num_classes=num_classes, **common)

@@ -3,6 +3,8 @@
 Encoders map x in [0, 1] (B, H, W, C) to the posterior's (mean, logvar), each (B, z_dim);
 decoders map z to the likelihood's parameters (B, H, W, C * k), float32: k = 1 Bernoulli
 logits, k = 2 Gaussian [mean | log_std] channels (Kingma & Welling 2013, appendix C).
+The Conditional MLPs are class-conditional (Sohn et al. 2015, the CVAE): both take int32
+labels (B,) after their input, concatenated one-hot to it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ def _posterior(h, z_dim: int, dtype: Any):
     return mean.astype(jnp.float32), logvar.astype(jnp.float32)
 
 
+def _with_labels(h, labels, num_classes: int):
+    """h (B, D) with the one-hot labels (B, num_classes) concatenated."""
+    return jnp.concatenate([h, jax.nn.one_hot(labels, num_classes, dtype=h.dtype)], axis=-1)
+
+
+def _mlp(h, hidden: int, depth: int, dtype):
+    """`depth` x Dense(hidden) + ReLU, inside the calling module."""
+    for _ in range(depth):
+        h = nn.relu(nn.Dense(hidden, dtype=dtype)(h))
+    return h
+
+
 class MLPEncoder(nn.Module):
     """x -> flatten -> `depth` x Dense(hidden) + ReLU -> (mean, logvar) (Kingma & Welling 2013)."""
 
@@ -37,10 +51,19 @@ class MLPEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        h = x.reshape((x.shape[0], -1))
-        for _ in range(self.depth):
-            h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(h))
+        h = _mlp(x.reshape((x.shape[0], -1)), self.hidden, self.depth, self.dtype)
         return _posterior(h, self.z_dim, self.dtype)
+
+
+class ConditionalMLPEncoder(MLPEncoder):
+    """(x, labels) -> [flatten(x) | one_hot(labels)] -> the MLPEncoder's layers (Sohn 2015)."""
+
+    num_classes: int = 2
+
+    @nn.compact
+    def __call__(self, x, labels, *, train: bool):
+        h = _with_labels(x.reshape((x.shape[0], -1)), labels, self.num_classes)
+        return _posterior(_mlp(h, self.hidden, self.depth, self.dtype), self.z_dim, self.dtype)
 
 
 class DecoderCalls:
@@ -52,15 +75,18 @@ class DecoderCalls:
         """The arguments of apply after the variables, in training (teacher forcing)."""
         return (z,)
 
-    def importance_params(self, variables, z, x):
-        """Likelihood parameters (B, S, ...) for latents z (B, S, Z) of examples x (B, 1, ...)."""
+    def importance_params(self, variables, z, x, labels=None):
+        """Likelihood parameters (B, S, ...) for latents z (B, S, Z) of examples x (B, 1, ...)
+        (of classes `labels` (B,) for a class-conditional decoder)."""
         b, samples, z_dim = z.shape
-        out = self.apply(variables, z.reshape(b * samples, z_dim), train=False)
+        classes = () if labels is None else (jnp.repeat(labels, samples),)
+        out = self.apply(variables, z.reshape(b * samples, z_dim), *classes, train=False)
         return out.reshape(b, samples, *out.shape[1:])
 
-    def mean(self, variables, z, likelihood: str, key):
+    def mean(self, variables, z, likelihood: str, key, labels=None):
         """The likelihood's mean given z, in [0, 1] (`key` is unused: nothing is sampled)."""
-        return likelihood_mean(self.apply(variables, z, train=False), likelihood)
+        classes = () if labels is None else (labels,)
+        return likelihood_mean(self.apply(variables, z, *classes, train=False), likelihood)
 
 
 class MLPDecoder(DecoderCalls, nn.Module):
@@ -75,12 +101,23 @@ class MLPDecoder(DecoderCalls, nn.Module):
 
     @nn.compact
     def __call__(self, z, train: bool):
-        h = z
-        for _ in range(self.depth):
-            h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(h))
+        return self._out(_mlp(z, self.hidden, self.depth, self.dtype))
+
+    def _out(self, h):
         height, width, channels = self.data_shape
         out = nn.Dense(math.prod(self.data_shape) * self.k, dtype=self.dtype)(h)
-        return out.reshape((z.shape[0], height, width, channels * self.k)).astype(jnp.float32)
+        return out.reshape((h.shape[0], height, width, channels * self.k)).astype(jnp.float32)
+
+
+class ConditionalMLPDecoder(MLPDecoder):
+    """(z, labels) -> [z | one_hot(labels)] -> the MLPDecoder's layers (Sohn et al. 2015)."""
+
+    num_classes: int = 2
+
+    @nn.compact
+    def __call__(self, z, labels, *, train: bool):
+        h = _with_labels(z, labels, self.num_classes)
+        return self._out(_mlp(h, self.hidden, self.depth, self.dtype))
 
 
 class ConvEncoder(nn.Module):
@@ -204,14 +241,14 @@ class AutoregressiveDecoder(nn.Module):
     def inputs(self, z, x) -> tuple:
         return (z, x)  # each pixel conditions on the earlier pixels of x
 
-    def importance_params(self, variables, z, x):
+    def importance_params(self, variables, z, x, labels=None):
         """base_out per latent plus the context of x, computed once per example."""
         b, samples, z_dim = z.shape
         base = self.apply(variables, z.reshape(b * samples, z_dim), False, method="base_out")
         context = self.apply(variables, x[:, 0], method="context_params")
         return base.reshape(b, samples, *base.shape[1:]) + context[:, None]
 
-    def mean(self, variables, z, likelihood: str, key):
+    def mean(self, variables, z, likelihood: str, key, labels=None):
         """Each pixel's mean given z and the pixels sampled before it (autoregressive_sample)."""
         return autoregressive_sample(self, variables, z, likelihood, key)[1]
 
