@@ -181,6 +181,7 @@ def main() -> None:
         f"Seeds {args.seeds}; `python benchmarks/quality.py --configs {args.configs} "
         f"--seeds {args.seeds}"
         + (f" --num_steps {args.num_steps}" if args.num_steps else "")
+        + (f" --nll_k {args.nll_k}" if args.nll_k != 5000 else "")
         + "`",
         "",
         "| config | metric | mean ± std over seeds | real-vs-real floor | per seed |",

@@ -258,6 +258,7 @@ def test_one_torch_step_trains_every_parameter(name):
     torch = pytest.importorskip("torch")
     from benchmarks import throughput, torch_reference
 
+    torch.manual_seed(0)  # the same initial networks whatever ran before in this process
     args = throughput.parse_args(["--batch=4", "--steps_per_call=1"])
     config = throughput.load_config(name, args)
     config.model.features = 8
