@@ -2,9 +2,8 @@
 # Throughput tables on a GPU: the configs of throughput.py's `all` at their
 # own settings in float32 and in bfloat16; the GPU configs, sngan_cifar10 and dcgan_celeba64,
 # at their own settings in bfloat16 on random data of their shapes (their data sets need a
-# download); and DCGAN at 64x64x3 (random data), batch 256. It is meant to take under 15
-# minutes on one GPU; that is an estimate, not a measurement. The GPU configs' table is cut
-# off at 480 s, each of the others at 240 s.
+# download); and DCGAN at 64x64x3 (random data), batch 256. Its time on a GPU has not been
+# measured; the GPU configs' table is cut off at 480 s, each of the others at 240 s.
 #
 #   benchmarks/gpu.sh OUT_DIR          # OUT_DIR/NAME.{json,md} per table; all in throughput.md
 #   benchmarks/gpu.sh OUT_DIR --quick  # a smoke test of this script that runs on a CPU

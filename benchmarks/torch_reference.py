@@ -30,8 +30,9 @@ from genjax.models.registry import family_of
 LOG_2PI = math.log(2 * math.pi)
 
 
-def _bn(channels: int, dims: int) -> nn.Module:  # flax momentum 0.9 = torch momentum 0.1
-    return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels, momentum=0.1, eps=1e-5)
+def _bn(channels: int, dims: int, affine: bool = True) -> nn.Module:  # flax 0.9 = torch 0.1
+    batch_norm = nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d
+    return batch_norm(channels, momentum=0.1, eps=1e-5, affine=affine)
 
 
 def _up(cin: int, cout: int, bias: bool = True) -> nn.Module:  # 4x4 stride 2 'SAME'
@@ -63,7 +64,7 @@ class ConditionalBatchNorm(nn.Module):
 
     def __init__(self, channels: int, num_classes: int):
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels, momentum=0.1, eps=1e-5, affine=False)
+        self.norm = _bn(channels, 2, affine=False)
         self.gamma, self.beta = (
             nn.Embedding(num_classes, channels),
             nn.Embedding(num_classes, channels),

@@ -27,15 +27,21 @@ with the floor.
 from genjax.config import base_config
 
 
-def get_config():
-    c = base_config()
-    c.model.name = "dcgan"
-    c.model.z_dim = 100
-    c.model.features = 64
+def celeba64_data(c):
+    """`c` reading CelebA as faces at 64x64: the 108-pixel centre crop resized to 64, streamed
+    by the host pipeline (shared by the CelebA configs)."""
     c.data.train = "tfds:celeb_a"
     c.data.center_crop = 108
     c.data.image_size = 64
     c.data.on_device = False
+    return c
+
+
+def get_config():
+    c = celeba64_data(base_config())
+    c.model.name = "dcgan"
+    c.model.z_dim = 100
+    c.model.features = 64
     c.batch_size = 128
     c.optim.lr = 2e-4
     c.optim.b1 = 0.5

@@ -11,24 +11,21 @@ colour, the location and log-scale of a logistic discretised to the 256 levels o
 colour (Salimans et al. 2017, PixelCNN++, eq. 2, one component; genjax.objectives). Unlike the
 Gaussian density, it gives each image a probability, so -log p(x) / (64 * 64 * 3 * ln 2) is
 bits per dimension, the unit of published likelihoods on faces and natural images:
-`test_nll` and `test_neg_elbo` from `python -m genjax.evaluate` are nats per image; divided
-by 8,517 = 64 * 64 * 3 * ln 2 they are bits/dim (genjax.metrics.nll.bits_per_dim). The
+`test_nll` and `test_neg_elbo` from `python -m genjax.evaluate` are nats per image, and
+`test_bits_per_dim` is test_nll / (64 * 64 * 3 * ln 2) (genjax.metrics.nll.bits_per_dim). The
 importance-sampled NLL uses 128 samples on the first 2,000 test faces (eval.nll_k,
 eval.max_test) to bound its cost at this size.
 """
 
+from configs.dcgan_celeba64 import celeba64_data
 from genjax.config import base_config
 
 
 def get_config():
-    c = base_config()
+    c = celeba64_data(base_config())
     c.model.name = "vae_conv"
     c.model.z_dim = 128
     c.model.features = 64
-    c.data.train = "tfds:celeb_a"
-    c.data.center_crop = 108
-    c.data.image_size = 64
-    c.data.on_device = False
     c.vae.likelihood = "discretized_logistic"
     c.vae.binarize = False
     c.batch_size = 128

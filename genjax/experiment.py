@@ -242,11 +242,11 @@ def restore(workdir, config=None) -> TrainedRun:
 
     from genjax.checkpoint import Checkpoints
     from genjax.data import resolve_sources
-    from genjax.data.text import workdir_config
 
     config = config if config is not None else load_config(workdir)
     config_lib.validate(config)
-    config = workdir_config(config, workdir)  # the vocabulary training wrote, if any
+    for kind in KINDS.values():  # what training wrote beside config.json (a vocabulary)
+        config = kind.read_workdir(config, workdir)
     train_source, test_source = resolve_sources(config.data)
     experiment = for_source(config, train_source)
     directory = Path(workdir) / "checkpoints"

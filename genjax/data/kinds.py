@@ -59,6 +59,11 @@ class DataKind(abc.ABC):
         """Writes what sample.py and evaluate need beside config.json (a vocabulary)."""
         return None
 
+    def read_workdir(self, config, workdir):
+        """`config` reading back what write_workdir wrote (for sample.py and evaluate, before
+        the data sources are opened); the same config when there is nothing of this kind's."""
+        return config
+
     def check_family(self, config, family) -> None:
         """ConfigError if models of this family cannot take this kind of data (token data
         takes only the families that declare it)."""

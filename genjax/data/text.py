@@ -543,6 +543,10 @@ class TokenKind(DataKind):
         train_source.vocab.write(atomic)
         atomic.replace(Path(workdir) / VOCAB_FILE)
 
+    def read_workdir(self, config, workdir):
+        """The vocabulary write_workdir wrote (workdir_config)."""
+        return workdir_config(config, workdir)
+
     def check_family(self, config, family) -> None:
         """Only families that declare token data (`data_kinds`) train on it."""
         if KIND not in getattr(family, "data_kinds", ()):

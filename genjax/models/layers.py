@@ -258,14 +258,15 @@ class DownConv2x(nn.Module):
         return _apply(downsample2x, x, *params(x.shape[-1]), self.dtype)
 
 
-def batch_norm(train: bool, axis_name: str | None, dtype: Any) -> nn.BatchNorm:
+def batch_norm(train: bool, axis_name: str | None, dtype: Any, **options) -> nn.BatchNorm:
     """BatchNorm (Ioffe & Szegedy 2015) whose batch statistics are averaged over `axis_name`.
 
     The layer before it takes no bias: BatchNorm subtracts it again, so its gradient is
     rounding noise, which Adam would scale up into full-size, device-count-dependent steps.
+    `options` go to nn.BatchNorm (e.g. use_scale=False, use_bias=False).
     """
     return nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, axis_name=axis_name, dtype=dtype
+        use_running_average=not train, momentum=0.9, axis_name=axis_name, dtype=dtype, **options
     )
 
 
@@ -282,14 +283,7 @@ class ConditionalBatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, h, labels):
-        h = nn.BatchNorm(
-            use_running_average=not self.train,
-            momentum=0.9,
-            axis_name=self.axis_name,
-            use_scale=False,
-            use_bias=False,
-            dtype=self.dtype,
-        )(h)
+        h = batch_norm(self.train, self.axis_name, self.dtype, use_scale=False, use_bias=False)(h)
         features = h.shape[-1]
         gamma = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.ones)(labels)
         beta = nn.Embed(self.num_classes, features, embedding_init=nn.initializers.zeros)(labels)

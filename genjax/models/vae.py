@@ -21,6 +21,15 @@ from genjax.models.layers import DownConv2x, UpConv2x, square_levels
 from genjax.objectives import likelihood_mean
 
 
+def conv_body(x, features: int, dtype: Any):
+    """The conv encoders' body: two 4x4 stride-2 convs (features, 2 * features), each + ReLU,
+    (B, H, W, C) -> (B, H/4, W/4, 2 * features)."""
+    h = x
+    for width in (features, 2 * features):
+        h = nn.relu(DownConv2x(width, dtype=dtype)(h))
+    return h
+
+
 def _posterior(h, z_dim: int, dtype: Any):
     """Two linear heads: the diagonal Gaussian q(z|x)'s mean and log-variance, float32."""
     mean = nn.Dense(z_dim, dtype=dtype, name="mean")(h)
@@ -130,9 +139,7 @@ class ConvEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        h = x
-        for width in (self.features, 2 * self.features):
-            h = nn.relu(DownConv2x(width, dtype=self.dtype)(h))
+        h = conv_body(x, self.features, self.dtype)
         return _posterior(h.reshape((x.shape[0], -1)), self.z_dim, self.dtype)
 
 

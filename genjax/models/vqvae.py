@@ -20,7 +20,8 @@ from jax import lax
 
 from genjax.config import ConfigError
 from genjax.families.vae import LIKELIHOOD_CHANNELS
-from genjax.models.layers import DownConv2x, UpConv2x
+from genjax.models.layers import UpConv2x
+from genjax.models.vae import conv_body
 
 DOWNSAMPLING = 4  # the encoder's two stride-2 convs: one code per 4 x 4 pixels
 
@@ -46,9 +47,7 @@ class VQEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        h = x
-        for width in (self.features, 2 * self.features):
-            h = nn.relu(DownConv2x(width, dtype=self.dtype)(h))
+        h = conv_body(x, self.features, self.dtype)
         h = nn.relu(nn.Dense(2 * self.features, dtype=self.dtype)(h))
         return nn.Dense(self.code_dim, dtype=self.dtype)(h).astype(jnp.float32)
 
