@@ -37,6 +37,7 @@ import jax  # noqa: E402
 
 from benchmarks.throughput import (  # noqa: E402
     CONFIGS,
+    data_shape_for,
     load_config,
     machine,
     parse_args,
@@ -128,7 +129,7 @@ def read_trace(trace_dir: str) -> list:
 def profile(name: str, calls: int, trace_dir: str) -> tuple[dict, dict, int]:
     """({op: ms per step}, hlo ops, steps per call) of `calls` calls of config `name`."""
     config = load_config(name, parse_args([]))
-    _, state, call, data, key, _ = ready_call(config, None)
+    _, state, call, data, key, _ = ready_call(config, data_shape_for(name, None))
     ops = hlo_ops(call.as_text())
     for _ in range(2):  # warm-up
         state, metrics = call(state, data, key)
@@ -170,11 +171,13 @@ def markdown(name: str, ms: dict, ops: dict, top: int, k: int) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="dcgan_mnist", choices=CONFIGS)
+    p.add_argument("--config", default="dcgan_mnist", help="a config, or a variant NAME+KEY=V")
     p.add_argument("--calls", type=int, default=10, help="profiled calls (after 2 warm-up)")
     p.add_argument("--top", type=int, default=20, help="ops listed")
     p.add_argument("--trace_dir", default=None, help="keep the trace here (TensorBoard)")
     args = p.parse_args(argv)
+    if args.config.split("+")[0] not in CONFIGS:
+        p.error(f"--config {args.config}: unknown config; valid: {', '.join(CONFIGS)}")
     keep_freed_host_memory()  # as train.py does
     unroll_large_threefry_on_cpu()
     with tempfile.TemporaryDirectory() as tmp:

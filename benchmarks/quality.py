@@ -1,7 +1,8 @@
 """The quality table: trains default configs for several seeds and scores them.
 
     python benchmarks/quality.py [--configs gan_ring8,gan_grid25,...] [--seeds 0,1,2]
-        [--num_steps N] [--nll_k K] [--out docs/quality.md] [--runs runs/quality]
+        [--num_steps N] [--nll_k K] [--inpaint_masks bottom,centre] [--out docs/quality.md]
+        [--runs runs/quality]
 
 Each (config, seed) is trained with train.py's loop into RUNS/CONFIG/seedS (seedS_stepsN with
 --num_steps N; resuming if it is there) and evaluated with genjax.metrics.evaluate; the
@@ -11,6 +12,11 @@ the real-vs-real floor.
 A config may carry overrides after `+`, each KEY=VALUE as on train.py's command line, e.g.
 `dcgan_mnist+gan.ema_decay=0.999+gan.augment=translation`: a variant, with rows and a run
 folder of its own, scored on the keys of its base config.
+
+With --inpaint_masks each mask adds `inpaint_mse[MASK]` (of the average of 8 fills),
+`inpaint_mse_one_fill[MASK]` and the two baselines (the mean training image, the nearest
+training image on the known pixels) to the config's rows; a run
+already trained is restored and only the new masks are scored.
 """
 
 from __future__ import annotations
@@ -75,18 +81,24 @@ KEYS = {
 }
 
 
-def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dict:
+INPAINT_KEYS = (
+    "inpaint_mse",
+    "inpaint_mse_one_fill",
+    "inpaint_mse_mean_image",
+    "inpaint_mse_nearest",
+)
+
+
+def run_one(
+    name: str, seed: int, runs: Path, num_steps: int, nll_k: int, masks: tuple[str, ...] = ()
+) -> dict:
     """Trains and evaluates one (config, seed); its row is kept in the run's quality.json and
     reused by later calls with the same steps and nll_k (so a table can be assembled from
     runs made at different times without retraining)."""
-    from genjax.metrics.evaluate import evaluate
+    from genjax.metrics.evaluate import evaluate, inpaint_metrics
     from genjax.train import Trainer
 
-    base, *overrides = name.split("+")
-    config = importlib.import_module(f"configs.{base}").get_config()
-    for override in overrides:
-        key, _, value = override.partition("=")
-        config.update_from_flattened_dict({key: _parsed(value, config, key)})
+    config = variant_config(name)
     config.seed = seed
     config.sample_every = 0
     if num_steps:
@@ -102,26 +114,48 @@ def run_one(name: str, seed: int, runs: Path, num_steps: int, nll_k: int) -> dic
         )
     saved = workdir / "quality.json"
     settings = {"num_steps": config.num_steps, "nll_k": nll_k}
-    if saved.exists():
-        row = json.loads(saved.read_text())
-        if row.get("settings") == settings:
-            return row
-    trainer = Trainer(config, workdir)
+    row = json.loads(saved.read_text()) if saved.exists() else {}
+    if row.get("settings") != settings:
+        row = {}
+    missing = [m for m in masks if f"inpaint_mse[{m}]" not in row]
+    if row and not missing:
+        return row
+    trainer = Trainer(config, workdir)  # a finished run is restored, not trained again
     start = time.perf_counter()
     state = trainer.run()
-    seconds = time.perf_counter() - start
-    values = evaluate(
-        trainer.experiment,
-        state,
-        trainer.train_source,
-        trainer.test_source,
-        num_samples=config.eval.num_samples,
-        nll_k=nll_k,
-        seed=seed,
-    )
-    row = values | {"train_seconds": seconds, "settings": settings}
+    if int(state.step) < config.num_steps:  # stopped early (SIGTERM saves and returns): no row
+        sys.exit(f"{workdir} stopped at step {int(state.step)} of {config.num_steps}; rerun")
+    if not row:
+        seconds = time.perf_counter() - start
+        values = evaluate(
+            trainer.experiment,
+            state,
+            trainer.train_source,
+            trainer.test_source,
+            num_samples=config.eval.num_samples,
+            nll_k=nll_k,
+            seed=seed,
+        )
+        row = values | {"train_seconds": seconds, "settings": settings}
+    test = trainer.test_source.to_arrays()
+    for mask in missing:
+        scores = inpaint_metrics(
+            trainer.experiment, state, trainer.train_source, test, mask, seed=seed
+        )
+        row |= {f"{key}[{mask}]": scores[key] for key in INPAINT_KEYS}
     saved.write_text(json.dumps(row) + "\n")
     return row
+
+
+def variant_config(name: str):
+    """The config of CONFIG[+KEY=VALUE...]: configs/CONFIG.py's with each override applied,
+    VALUE read as the field's type (as train.py's --config.KEY=VALUE)."""
+    base, *overrides = name.split("+")
+    config = importlib.import_module(f"configs.{base}").get_config()
+    for override in overrides:
+        key, _, value = override.partition("=")
+        config.update_from_flattened_dict({key: _parsed(value, config, key)})
+    return config
 
 
 def _parsed(text: str, config, key: str):
@@ -152,9 +186,10 @@ def config_names(text: str) -> list[str]:
     return names
 
 
-def summarise(name: str, rows: list[dict]) -> list[str]:
+def summarise(name: str, rows: list[dict], masks: tuple[str, ...] = ()) -> list[str]:
     lines = []
-    for key in KEYS[name.split("+")[0]] + ["train_seconds"]:
+    inpainting = [f"{key}[{mask}]" for mask in masks for key in INPAINT_KEYS]
+    for key in KEYS[name.split("+")[0]] + inpainting + ["train_seconds"]:
         values = np.array([r.get(key, np.nan) for r in rows], float)
         floor = np.array([r.get(f"{key}_floor", np.nan) for r in rows], float)
         cell = f"{np.nanmean(values):.4g} ± {np.nanstd(values):.2g}" if values.size else "-"
@@ -170,6 +205,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--num_steps", type=int, default=0, help="0 = the config's")
     parser.add_argument("--nll_k", type=int, default=5000)
+    parser.add_argument("--inpaint_masks", default="", help="e.g. bottom,centre; '' = none")
     parser.add_argument("--runs", default="runs/quality")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
@@ -177,11 +213,13 @@ def main() -> None:
 
     unroll_large_threefry_on_cpu()  # as train.py does
     seeds = [int(s) for s in args.seeds.split(",")]
+    masks = tuple(m for m in args.inpaint_masks.split(",") if m)
     lines = [
         f"Seeds {args.seeds}; `python benchmarks/quality.py --configs {args.configs} "
         f"--seeds {args.seeds}"
         + (f" --num_steps {args.num_steps}" if args.num_steps else "")
         + (f" --nll_k {args.nll_k}" if args.nll_k != 5000 else "")
+        + (f" --inpaint_masks {args.inpaint_masks}" if masks else "")
         + "`",
         "",
         "| config | metric | mean ± std over seeds | real-vs-real floor | per seed |",
@@ -190,10 +228,10 @@ def main() -> None:
     for name in config_names(args.configs):
         rows = []
         for seed in seeds:
-            row = run_one(name, seed, ROOT / args.runs, args.num_steps, args.nll_k)
+            row = run_one(name, seed, ROOT / args.runs, args.num_steps, args.nll_k, masks)
             print(json.dumps({"config": name, "seed": seed} | row), flush=True)
             rows.append(row)
-        lines += summarise(name, rows)
+        lines += summarise(name, rows, masks)
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:

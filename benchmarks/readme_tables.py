@@ -36,7 +36,9 @@ QUALITY_TABLES = ("quality.md", "quality_dcgan.md", "quality_vae_conv.md")
 HEADLINES = (("test_nll",), ("modes", "hq_fraction"), ("class_accuracy",), ("fd_classifier",))
 SPEED_JSON, SPEED_MARKDOWN = "throughput_cpu.json", "throughput_cpu.md"
 SPEED_COMMAND = (
-    "python benchmarks/throughput.py --config all --torch --loop "
+    "taskset -c 0 python benchmarks/throughput.py "
+    "--config all,sngan_cifar10+steps_per_call=1+batch_size=16 --torch --torch_threads 1 "
+    "--loop --loop_runs 1 --calls 5 --warmup 1 "
     f"--json docs/{SPEED_JSON} --markdown docs/{SPEED_MARKDOWN}"
 )
 MODELS = {  # config -> its model in a few words (the config's docstring for any other)
@@ -157,11 +159,14 @@ def speed_table(rows: list[dict], machine: str) -> str:
     def cell(row: dict, key: str, fmt: str) -> str:
         return "" if row.get(key) is None else fmt.format(row[key])
 
+    def rate(row: dict, key: str) -> str:  # whole examples, or 3 figures below 100
+        return cell(row, key, "{:,.0f}" if (row.get(key) or 0) >= 100 else "{:.3g}")
+
     for row in sorted(rows, key=lambda r: r["config"]):
         cells = [
             row["config"],
-            cell(row, "examples_per_s", "{:,.0f}"),
-            cell(row, "torch_examples_per_s", "{:,.0f}"),
+            rate(row, "examples_per_s"),
+            rate(row, "torch_examples_per_s"),
             cell(row, "speedup_vs_torch", "{:.2f}x"),
             cell(row, "mfu", "{:.1%}"),
         ]

@@ -11,32 +11,33 @@ sngan_cifar10, dcgan_celeba64) runs on random data of its data's shape unless --
 another; random data is labelled (RANDOM_CLASSES classes) for a class-conditional model, and is
 opened by the Trainer as a named data set (on_random_data). `--config all` is the configs whose
 data ships with genjax (not the two-stage VQ-VAE ones); name sngan_cifar10 or dcgan_celeba64 to
-time them (on a GPU: benchmarks/gpu.sh). Steady-state time is the median of --calls timed calls
-after --warmup, each ending in block_until_ready; with --torch the PyTorch eager reference
-(benchmarks/torch_reference.py) is timed in alternation with it, as is the peak (a large matmul in
-the same dtype), so ratios hold under a changing machine load. Each timed call follows an untimed
-call of the same kind (`settled`), so that it runs back to back with its own kind as in a training
-loop, not in the wake of another's. FLOPs per step: XLA's generic cost analysis of the 1-step
-call's lowered (unoptimised) module with every lax.scan unrolled, so that the n_critic updates all
-count (XLA counts a loop body once, compiled or not), run by the CPU client on every backend: after
-optimisation, GPU matmuls and convolutions are cuBLAS/cuDNN custom calls that the analysis counts
-as nothing. On CPU it agrees closely with the compiled call's count in float32 and is a little
-below it in bfloat16 (the compiled count adds the bfloat16 <-> float32 converts XLA:CPU inserts).
-Bytes accessed per step: the compiled 1-step call's count on CPU (the operands and results of every
-op after fusion, i.e. the memory traffic if no cache kept anything between ops; FLOPs / bytes is
-the step's arithmetic intensity); None (n/a) on other backends, where custom calls are left out,
-and for a step with a loop. FLOPs, bytes, FLOP/s and the peak are for all N devices (the per-device
-program's count times N; the peak matmul, timed on one device, times N), as examples/s is.
-`matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on CPU, 'tf32' on GPUs
-that have it (JAX's default precision; the torch reference is set to match). With --torch,
-`torch_flops_per_step` is torch's own count of its step (torch.utils.flop_counter: convolutions and
-matmuls, forward and backward, nothing elementwise: the work of these layers computed directly) and
-`torch_mfu` its rate over the same peak, so 1.5x PyTorch at the same work needs an MFU of 1.5 x
-torch_mfu x (flops_per_step / torch_flops_per_step) or more. `processor` is the host CPU's model
-name (also under the table). Examples per step = batch_size (the generator's batch for GANs,
-whatever n_critic is). With steps_per_call K > 1 the same step compiled one per call is timed in
-alternation too: `one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms, what K steps per
-call save in dispatch and host round trips.
+time them (`--config all,sngan_cifar10+steps_per_call=1`: a config may carry overrides as
+benchmarks/quality.py's variants do; on a GPU: benchmarks/gpu.sh). Steady-state time is the median
+of --calls timed calls after --warmup, each ending in block_until_ready; with --torch the PyTorch
+eager reference (benchmarks/torch_reference.py) is timed in alternation with it, as is the peak (a
+large matmul in the same dtype), so ratios hold under a changing machine load. Each timed call
+follows an untimed call of the same kind (`settled`), so that it runs back to back with its own
+kind as in a training loop, not in the wake of another's. FLOPs per step: XLA's generic cost
+analysis of the 1-step call's lowered (unoptimised) module with every lax.scan unrolled, so that
+the n_critic updates all count (XLA counts a loop body once, compiled or not), run by the CPU
+client on every backend: after optimisation, GPU matmuls and convolutions are cuBLAS/cuDNN custom
+calls that the analysis counts as nothing. On CPU it agrees closely with the compiled call's count
+in float32 and is a little below it in bfloat16 (the compiled count adds the bfloat16 <-> float32
+converts XLA:CPU inserts). Bytes accessed per step: the compiled 1-step call's count on CPU (the
+operands and results of every op after fusion, i.e. the memory traffic if no cache kept anything
+between ops; FLOPs / bytes is the step's arithmetic intensity); None (n/a) on other backends, where
+custom calls are left out, and for a step with a loop. FLOPs, bytes, FLOP/s and the peak are for
+all N devices (the per-device program's count times N; the peak matmul, timed on one device, times
+N), as examples/s is. `matmul_precision` says how float32 matmuls and convolutions ran: 'ieee' on
+CPU, 'tf32' on GPUs that have it (JAX's default precision; the torch reference is set to match).
+With --torch, `torch_flops_per_step` is torch's own count of its step (torch.utils.flop_counter:
+convolutions and matmuls, forward and backward, nothing elementwise: the work of these layers
+computed directly) and `torch_mfu` its rate over the same peak, so 1.5x PyTorch at the same work
+needs an MFU of 1.5 x torch_mfu x (flops_per_step / torch_flops_per_step) or more. `processor` is
+the host CPU's model name (also under the table). Examples per step = batch_size (the generator's
+batch for GANs, whatever n_critic is). With steps_per_call K > 1 the same step compiled one per
+call is timed in alternation too: `one_step_ms`, and `steps_per_call_gain` = one_step_ms / step_ms,
+what K steps per call save in dispatch and host round trips.
 
 --loop also runs train.py's whole loop (Trainer.run, the config's own log, sample and checkpoint
 intervals) in a temporary workdir for checkpoint_every + 2 * log_every steps, --loop_runs times,
@@ -47,7 +48,8 @@ a run is the median over the timed calls just before it and just after it; both 
 the runs, and `loop_fractions` lists each run's); `loop_fraction_mean` uses all the steps after
 the first interval instead of the median, so sample and checkpoint stalls count in full. With
 --quick the loop logs every 4 calls and samples and checkpoints every 8 instead (a check that it
-runs, not a measurement).
+runs, not a measurement). The configs on random data (RANDOM_DATA_SHAPES) have no loop run:
+train.py runs them on their TFDS data, which random data stands in for only in the timed call.
 --host_data sets data.on_device=False: batches come from the grain pipeline on the host
 (the timed call reuses one such batch; the loop reads them as train.py does).
 """
@@ -74,6 +76,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.extend import core as jax_core  # noqa: E402
 
+from benchmarks.quality import variant_config  # noqa: E402
 from benchmarks.readme_tables import config_names  # noqa: E402
 from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
 from genjax.config import DTYPES, resolve  # noqa: E402
@@ -105,8 +108,9 @@ RANDOM_CLASSES = 10  # classes of a random data set's labels, for a class-condit
 
 
 def load_config(name: str, args):
-    """configs/NAME.py's config with the command line's overrides, validated."""
-    config = importlib.import_module(f"configs.{name}").get_config()
+    """The config of NAME (configs/NAME.py, or a variant NAME+KEY=VALUE[+...] as in
+    benchmarks/quality.py) with the command line's overrides, validated."""
+    config = variant_config(name)
     for key in ("batch_size", "steps_per_call", "dtype"):
         value = getattr(args, "batch" if key == "batch_size" else key)
         if value is not None:
@@ -119,7 +123,7 @@ def load_config(name: str, args):
 def data_shape_for(name: str, data_shape: tuple | None) -> tuple | None:
     """The random data's shape for config NAME: `data_shape` (--data_shape) if given, else
     RANDOM_DATA_SHAPES' for a config whose data needs a download, else None (its own data)."""
-    return data_shape or RANDOM_DATA_SHAPES.get(name)
+    return data_shape or RANDOM_DATA_SHAPES.get(name.split("+")[0])
 
 
 def random_splits(name: str, data_shape: tuple, num_classes: int) -> ArraySplits:
@@ -452,7 +456,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         # torch's count (convs and matmuls only) of one more call, made after the timing
         row["torch_flops_per_step"] = count_flops(calls["torch"]) / k
         row["torch_mfu"] = row["torch_flops_per_step"] / torch_step_s / peak if peak else None
-    if args.loop:
+    if args.loop and name.split("+")[0] not in RANDOM_DATA_SHAPES:
         row.update(loop_fractions(args, config, data_shape, calls["genjax"], seconds["genjax"]))
     return row
 
@@ -523,8 +527,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--config",
         default="all",
-        help=f"all (the configs whose data ships with genjax: {', '.join(ALL)}) or any of: "
-        f"{', '.join(CONFIGS)}",
+        help=f"comma-separated: all (the configs whose data ships with genjax: {', '.join(ALL)}) "
+        f"and any of: {', '.join(CONFIGS)}",
     )
     p.add_argument("--batch", type=int, help="batch size (default: the config's)")
     p.add_argument("--steps_per_call", type=int, help="default: the config's")
@@ -559,8 +563,8 @@ def write(path: str, text: str) -> None:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    names = ALL if args.config == "all" else args.config.split(",")
-    unknown = [n for n in names if n not in CONFIGS]
+    names = [n for part in args.config.split(",") for n in (ALL if part == "all" else [part])]
+    unknown = [n for n in names if n.split("+")[0] not in CONFIGS]
     if unknown:
         sys.exit(f"unknown config {unknown}; valid: all, {', '.join(CONFIGS)}")
     refusal = args.torch and torch_refusal()

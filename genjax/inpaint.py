@@ -6,8 +6,12 @@ pixel together). Fills are computed at a family's value range; known pixels are 
 exactly as they were given.
 
 - VAEs: iterated posterior sampling (Rezende et al. 2014, appendix F): z ~ q(z|x), then the
-  missing pixels ~ p(x|z), the known ones clamped, repeated; the fill is the decoder's mean at
-  the last z (`pseudo_gibbs`).
+  missing pixels ~ p(x|z), the known ones clamped, repeated (`pseudo_gibbs`); its fill x^
+  then proposes latents z_k ~ q(z|x^), k = 1..K, one of which is drawn with probability
+  proportional to p(x_known|z_k) p(z_k) / q(z_k|x^) (sampling importance resampling, as in
+  Mattei & Frellsen 2019's imputation: `importance_resample`), so that the fill, the
+  decoder's mean at that z, is scored by the known pixels alone rather than by where the
+  chain stopped.
 - GANs: latent optimisation (Yeh et al. 2017): z minimises a contextual loss, the L1 distance
   to the known pixels weighted by how many missing pixels surround each one, plus lambda
   times a prior loss, the GAN's own generator loss of D(G(z)) (`latent_optimisation`); the
@@ -33,6 +37,7 @@ MASKS = ("bottom", "top", "left", "right", "centre")
 VALID_MASKS = "bottom, top, left, right, centre, random:P (0 < P < 1)"
 
 GIBBS_ITERATIONS = 100  # pseudo-Gibbs steps of a VAE's fill
+IMPORTANCE_PROPOSALS = 256  # latents proposed per VAE fill, one resampled
 LATENT_STEPS = 1000  # Adam steps on a GAN's latents (Yeh et al. 2017 use 1500)
 LATENT_LR = 0.01
 PRIOR_WEIGHT = 0.003  # lambda of the prior loss (Yeh et al. 2017, sec. 3.2)
@@ -125,6 +130,36 @@ def pseudo_gibbs(
 
     _, mean = lax.fori_loop(0, iterations, body, (x0, jnp.zeros_like(x)))
     return keep_known(mean, x, mask)
+
+
+def observed_log_likelihood(log_likelihood: Callable, out, x, mask):
+    """log p(x_known | z) per example, for a likelihood that factorises over pixels:
+    `log_likelihood(out, x)` (per-example sums, genjax.objectives.log_likelihood) scores each
+    pixel as an example of its own, and the known pixels' scores are summed. out (B, H, W,
+    C'), x (B, H, W, C), mask (B, H, W, 1) -> (B,)."""
+    b, h, w = x.shape[:3]
+    pixels = log_likelihood(out.reshape(b * h * w, 1, 1, -1), x.reshape(b * h * w, 1, 1, -1))
+    return jnp.sum(pixels.reshape(b, h, w) * mask[..., 0], axis=(1, 2))
+
+
+def importance_resample(propose: Callable, log_weight: Callable, key, num: int):
+    """One z per example drawn from `num` proposals by their importance weights (sampling
+    importance resampling), streamed: proposal k is z_k, log_q = propose(key_k) (z (B, D),
+    log q(z_k) (B,)); its log weight is log_weight(z_k) - log_q; the draw keeps the proposal
+    of largest log weight + Gumbel noise (the Gumbel-max trick: an exact categorical draw),
+    so memory does not grow with `num`. Returns z (B, D)."""
+
+    def body(k, carry):
+        best_z, best_score = carry
+        proposal_key, gumbel_key = jax.random.split(jax.random.fold_in(key, k))
+        z, log_q = propose(proposal_key)
+        score = log_weight(z) - log_q + jax.random.gumbel(gumbel_key, log_q.shape)
+        better = score > best_score
+        return jnp.where(better[:, None], z, best_z), jnp.where(better, score, best_score)
+
+    z_shape, log_q_shape = jax.eval_shape(propose, key)
+    start = (jnp.zeros(z_shape.shape, z_shape.dtype), jnp.full(log_q_shape.shape, -jnp.inf))
+    return lax.fori_loop(0, num, body, start)[0]
 
 
 def context_weights(mask, window: int = CONTEXT_WINDOW):

@@ -199,7 +199,7 @@ def negative_elbo(decoder_out, x, mean, logvar, *, likelihood: str = "bernoulli"
     return reconstruction + beta * kl, reconstruction, kl
 
 
-def _diagonal_gaussian_log_density(z, mean, logvar):
+def diagonal_gaussian_log_density(z, mean, logvar):
     """log N(z; mean, diag(exp(logvar))), summed over the last axis."""
     return -0.5 * jnp.sum(LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar), axis=-1)
 
@@ -210,8 +210,8 @@ def log_importance_weights(decoder_out, x, z, mean, logvar, *, likelihood: str):
     Its expectation under q is the ELBO; its log-mean-exp over k draws is the IWAE bound.
     """
     z, mean, logvar = _f32(z, mean, logvar)
-    log_prior = _diagonal_gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
-    log_posterior = _diagonal_gaussian_log_density(z, mean, logvar)
+    log_prior = diagonal_gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
+    log_posterior = diagonal_gaussian_log_density(z, mean, logvar)
     return log_likelihood(decoder_out, x, likelihood) + log_prior - log_posterior
 
 
@@ -235,8 +235,8 @@ def iwae_objective(decode: Callable, x, mean, logvar, eps, *, likelihood: str):
     x_k, mean_k, logvar_k = (jnp.repeat(a, k, axis=0) for a in (x, mean, logvar))
     out = decode(z, x_k)
     log_px_z = log_likelihood(out, x_k, likelihood)
-    log_prior = _diagonal_gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
-    log_w = log_px_z + log_prior - _diagonal_gaussian_log_density(z, mean_k, logvar_k)
+    log_prior = diagonal_gaussian_log_density(z, jnp.zeros_like(z), jnp.zeros_like(z))
+    log_w = log_px_z + log_prior - diagonal_gaussian_log_density(z, mean_k, logvar_k)
     return -iwae_bound(log_w.reshape(b, k).T), log_px_z.reshape(b, k)
 
 

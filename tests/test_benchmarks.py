@@ -11,6 +11,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from conftest import run_cli
 
@@ -201,6 +202,16 @@ def test_rows_are_written_as_measured(tmp_path, monkeypatch):
     assert lines[2] == "| gan_ring8 | 256 | n/a |"  # a count XLA could not make
 
 
+def test_all_expands_in_place_among_named_configs(monkeypatch):
+    from benchmarks import throughput
+
+    measured = []
+    monkeypatch.setattr(throughput, "measure", lambda name, *_: measured.append(name) or {})
+    throughput.main(["--config=gan_ring8,all,sngan_cifar10"])
+    assert measured == ["gan_ring8", *throughput.ALL, "sngan_cifar10"]
+    assert "sngan_cifar10" not in throughput.ALL
+
+
 def _benchmarked_configs():
     from benchmarks import throughput
 
@@ -250,27 +261,50 @@ def test_configs_whose_data_needs_a_download_run_on_random_data_of_its_shape():
     assert throughput.data_shape_for("dcgan_mnist", None) is None  # its own data
 
 
-@pytest.mark.parametrize("name", ["cdcgan_mnist", "sngan_cifar10"])
+def token_rows(n: int, max_len: int, vocab_size: int) -> np.ndarray:
+    """`n` int32 rows as genjax.data.text makes them: 0 to max_len - 1 words, <eos>, <pad>."""
+    from genjax.data.text import EOS_ID, PAD_ID, SPECIALS
+
+    rng = np.random.default_rng(0)
+    words = rng.integers(len(SPECIALS), vocab_size, (n, max_len))
+    ends = rng.integers(0, max_len, (n, 1))  # each row's <eos> position
+    position = np.arange(max_len)
+    return np.where(position < ends, words, np.where(position == ends, EOS_ID, PAD_ID)).astype(
+        np.int32
+    )
+
+
+@pytest.mark.parametrize("name", ["cdcgan_mnist", "sngan_cifar10", "cvae_mnist", "text_vae"])
 def test_one_torch_step_trains_every_parameter(name):
     """One step of the PyTorch reference at a tiny width and batch changes every parameter
     tensor of both networks; the spectrally normalised layers' power iterations ran; the
-    conditional discriminator's logits depend on the labels."""
+    conditional discriminator's logits and the conditional VAE's encoder and decoder depend
+    on the labels. The sequence VAE trains on token rows made here, not on pydocs."""
     torch = pytest.importorskip("torch")
     from benchmarks import throughput, torch_reference
 
     torch.manual_seed(0)  # the same initial networks whatever ran before in this process
     args = throughput.parse_args(["--batch=4", "--steps_per_call=1"])
     config = throughput.load_config(name, args)
-    config.model.features = 8
-    if name == "sngan_cifar10":
-        config.model.d_features = 8
-    shape = {"cdcgan_mnist": (28, 28, 1), "sngan_cifar10": (32, 32, 3)}[name]
-    trainer = throughput.trainer_for(config, shape)  # random data, labelled for cdcgan
-    num_classes = trainer.experiment.num_classes
-    arrays = trainer.train_source.to_arrays()
+    if name == "text_vae":
+        config.model.update(hidden=8, embed_dim=4, z_dim=2)
+        config.data.vocab_size, config.data.max_len = 12, 6
+        arrays, num_classes = {"tokens": token_rows(64, 6, 12)}, 0
+    else:
+        if name == "cvae_mnist":
+            config.model.hidden, config.model.z_dim = 8, 2
+        else:
+            config.model.features = 8
+        if name == "sngan_cifar10":
+            config.model.d_features = 8
+        shape = {"sngan_cifar10": (32, 32, 3)}.get(name, (28, 28, 1))
+        trainer = throughput.trainer_for(config, shape)  # random data, labelled if conditional
+        num_classes = trainer.experiment.num_classes
+        arrays = trainer.train_source.to_arrays()
     threads = torch.get_num_threads()  # make_call sets them for the whole process
     call = torch_reference.make_call(config, arrays, 1, threads=1, num_classes=num_classes)
     torch.set_num_threads(threads)
+    assert len(call.networks) == 2
     params = [p for net in call.networks for p in net.parameters()]
     us = [b for net in call.networks for n, b in net.named_buffers() if n.endswith("._u")]
     assert len(us) == (11 if name == "sngan_cifar10" else 0)  # one per D layer, as genjax's
@@ -278,13 +312,38 @@ def test_one_torch_step_trains_every_parameter(name):
     before = [t.detach().clone() for t in params + us]
     call()
     assert all(not torch.equal(a, b) for a, b in zip(before, params + us, strict=True))
-    if num_classes:
-        assert num_classes == 10
+    assert num_classes == (10 if name in ("cdcgan_mnist", "cvae_mnist") else 0)
+    x = torch.zeros(2, 1, 28, 28)
+    if name == "cdcgan_mnist":
         discriminator = call.networks[1].eval()
-        x = torch.zeros(2, 1, 28, 28)
         with torch.no_grad():
             logits = discriminator(x, torch.tensor([0, 0])), discriminator(x, torch.tensor([0, 1]))
         assert logits[0][0] == logits[1][0] and logits[0][1] != logits[1][1]
+    if name == "cvae_mnist":  # two inputs alike but for their labels
+        encoder, decoder = (net.eval() for net in call.networks)
+        with torch.no_grad():
+            mean, _ = encoder(x, torch.tensor([0, 1]))
+            out = decoder(torch.zeros(2, 2), torch.tensor([0, 1]))
+        assert not torch.equal(mean[0], mean[1]) and not torch.equal(out[0], out[1])
+
+
+def test_the_torch_kl_weight_is_genjaxs():
+    """torch_reference.kl_weight, computed on the host, follows genjax.objectives.kl_weight
+    through warm-up and cyclical annealing."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from benchmarks import torch_reference
+    from genjax import objectives
+
+    for cycles, warmup in ((4, 0), (0, 300), (0, 0)):
+        v = SimpleNamespace(beta=0.5, kl_cycles=cycles, kl_warmup_steps=warmup)
+        for step in (0, 1, 149, 150, 374, 375, 599, 1000, 2999):
+            ours = objectives.kl_weight(
+                step, beta=0.5, warmup_steps=warmup, cycles=cycles, num_steps=3000
+            )
+            theirs = torch_reference.kl_weight(v, step, 3000)
+            assert math.isclose(float(ours), theirs, rel_tol=1e-6, abs_tol=1e-7), (v, step)
 
 
 def test_model_stats_counts_each_networks_parameters():
@@ -295,3 +354,33 @@ def test_model_stats_counts_each_networks_parameters():
     g = (2 * 256 + 256) + (256 * 256 + 256) + (256 * 2 + 2)
     d = (2 * 256 + 256) + (256 * 256 + 256) + (256 + 1)
     assert model_stats.parameter_counts(config, None) == ("toy_mlp", [g, d])
+
+
+def test_augment_draws_the_scarce_labels_from_the_training_split_only(tmp_path):
+    """benchmarks/augment.py's labelled set: exactly per_class digits of each class, all
+    from mnist5k's training split, none repeated; the whole test split rides along."""
+    from benchmarks import augment
+    from genjax.data.embedded import mnist5k_splits
+
+    path = augment.scarce_labels(1, 3, tmp_path / "real.npz")
+    with np.load(path) as f:
+        images, labels, test_images = f["images"], f["labels"], f["test_images"]
+    np.testing.assert_array_equal(np.bincount(labels, minlength=10), np.full(10, 3))
+    splits = mnist5k_splits()
+    train = splits.select("train").to_arrays()["image"].reshape(-1, 784)
+    test = splits.select("test").to_arrays()["image"]
+    np.testing.assert_array_equal(test_images, test)
+    rows = {row.tobytes(): i for i, row in enumerate(train)}
+    found = [rows.get(image.tobytes()) for image in images.reshape(-1, 784)]
+    assert None not in found and len(set(found)) == 30
+
+
+def test_a_variant_is_its_config_with_each_override_read_as_the_fields_type():
+    """quality.py's and throughput.py's CONFIG+KEY=VALUE names (values typed by the field)."""
+    from benchmarks.quality import config_names, variant_config
+
+    config = variant_config("vae_mlp_mnist+vae.objective=iwae+vae.num_samples=5+optim.lr=3e-4")
+    assert (config.vae.objective, config.vae.num_samples, config.optim.lr) == ("iwae", 5, 3e-4)
+    assert isinstance(config.vae.num_samples, int) and config.model.name == "vae_mlp"
+    names = config_names("cdcgan_mnist+gan.augment=color,cutout,vae_mlp_mnist")
+    assert names == ["cdcgan_mnist+gan.augment=color,cutout", "vae_mlp_mnist"]

@@ -82,6 +82,43 @@ def test_pseudo_gibbs_feeds_each_clamped_draw_back_and_returns_the_last_mean():
     np.testing.assert_allclose(two[0, :, 0, 0], [0.2, 0.9, 0.9, 0.9])
 
 
+def test_observed_log_likelihood_sums_the_known_pixels_bernoulli_terms():
+    from genjax import objectives
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, *SHAPE)).astype(np.float32)
+    x = rng.uniform(size=(2, *SHAPE)).astype(np.float32)
+    mask = inpaint.make_masks("random:0.5", 2, SHAPE, seed=3)
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    per_pixel = x * np.log(p) + (1 - x) * np.log1p(-p)
+    expected = np.sum(per_pixel * mask, axis=(1, 2, 3))
+    got = inpaint.observed_log_likelihood(
+        lambda out, pixels: objectives.log_likelihood(out, pixels, "bernoulli"), logits, x, mask
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_importance_resampling_draws_from_the_weighted_target():
+    """Proposals N(0, 1), weights N(z; 1, 0.5^2) / N(z; 0, 1): the resampled z of 4,000
+    independent examples follow N(1, 0.5^2) (sampling importance resampling is exact as the
+    number of proposals grows; 200 here)."""
+
+    def log_normal(z, mean, std):
+        return -0.5 * jnp.square((z - mean) / std) - jnp.log(std) - 0.5 * np.log(2 * np.pi)
+
+    def propose(key):
+        z = jax.random.normal(key, (4000, 1))
+        return z, log_normal(z, 0.0, 1.0)[:, 0]
+
+    z = jax.jit(
+        lambda key: inpaint.importance_resample(
+            propose, lambda z: log_normal(z, 1.0, 0.5)[:, 0], key, 200
+        )
+    )(jax.random.PRNGKey(0))
+    assert abs(float(z.mean()) - 1.0) < 0.03
+    assert abs(float(z.std()) - 0.5) < 0.03
+
+
 def test_latent_optimisation_recovers_the_latent_of_a_linear_generator():
     """G(z) = z M with 4 latents, 12 known and 4 missing pixels: the known pixels determine
     z, so minimising the contextual loss (no prior) fills the missing ones as G(z*)."""
@@ -222,17 +259,25 @@ def test_an_autoregressive_vae_decoder_is_refused(images):
         jax.eval_shape(lambda s: exp.inpaint(s, images, masks, jax.random.PRNGKey(0)), state)
 
 
-def test_inpaint_mse_scores_one_fill_per_test_image_beside_the_baselines(cvae, images):
+def test_inpaint_mse_scores_the_mean_of_the_fills_and_one_fill_beside_the_baselines(cvae, images):
     exp, state = cvae
     rng = np.random.default_rng(7)
     train = load_source_like(rng.integers(0, 256, (20, *SHAPE), np.uint8))
-    got = inpaint_metrics(exp, state, train, images, "left", seed=0)
+    got = inpaint_metrics(exp, state, train, images, "left", seed=0, num_fills=3)
     masks = inpaint.make_masks("left", 6, SHAPE)
     x = images["image"] / np.float32(255)
-    fills = np.asarray(
-        exp.inpaint(state, images, masks, jax.random.fold_in(jax.random.PRNGKey(0), 0))
+    key = jax.random.fold_in(jax.random.PRNGKey(0), 0)
+    fills = np.asarray(exp.inpaint(state, images, masks, key, num_fills=3))
+    assert fills.shape == (6, 3, *SHAPE)
+    assert not np.allclose(fills[:, 0], fills[:, 1])  # independent chains
+    mean_fill = fills.mean(axis=1)
+    assert got["inpaint_mse"] == pytest.approx(inpaint.masked_mse(mean_fill, x, masks), 1e-5)
+    assert got["inpaint_mse_one_fill"] == pytest.approx(
+        inpaint.masked_mse(fills[:, 0], x, masks), 1e-5
     )
-    assert got["inpaint_mse"] == pytest.approx(inpaint.masked_mse(fills[:, 0], x, masks), 1e-5)
+    # squared error is convex: the averaged fill scores at most the fills' mean score
+    per_fill = [inpaint.masked_mse(fills[:, j], x, masks) for j in range(3)]
+    assert got["inpaint_mse"] <= np.mean(per_fill) + 1e-9
     base = inpaint.baseline_fills(train.to_arrays()["image"] / np.float32(255), x, masks)
     assert got["inpaint_mse_nearest"] == pytest.approx(
         inpaint.masked_mse(base["nearest"], x, masks)

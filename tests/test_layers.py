@@ -173,3 +173,34 @@ def test_computes_in_dtype_with_float32_params(layer):
     variables = module.init(KEY, jnp.zeros((1, 8, 8, 2)))
     assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
     assert module.apply(variables, jnp.ones((1, 8, 8, 2))).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("size,shape,features", [(3, (2, 6, 5, 3), 4), (1, (2, 4, 4, 5), 2)])
+def test_same_conv_with_written_out_gradients_equals_flax_conv(size, shape, features):
+    """nn.Conv(..., conv_general_dilated=layers.conv_general_dilated), as the ResNet blocks
+    build their 3x3 and 1x1 convs, against plain nn.Conv: values, first-order gradients and
+    a gradient penalty's second-order ones, with the gradients written out (XLA:CPU's form)."""
+    import flax.linen as nn
+
+    def conv(**fast):
+        return nn.Conv(features, (size, size), padding="SAME", kernel_init=dcgan_init, **fast)
+
+    ours, theirs = conv(conv_general_dilated=layers.conv_general_dilated), conv()
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+    variables = random_params(theirs.init(KEY, x))
+    assert "custom_vjp" in str(jax.make_jaxpr(ours.apply)(variables, x))  # the written-out form
+    y, grads = outputs_and_grads(ours, variables, x)
+    y_ref, grads_ref = outputs_and_grads(theirs, variables, x)
+    assert_close(y, y_ref)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_ref), strict=True):
+        assert_close(a, b)
+
+    def penalty(module, v):
+        g = jax.grad(lambda x: jnp.sum(jnp.sin(module.apply(v, x))))(x)
+        return jnp.sum(g**2)
+
+    for a, b in zip(
+        *(jax.tree.leaves(jax.grad(penalty, 1)(m, variables)) for m in (ours, theirs)),
+        strict=True,
+    ):
+        assert_close(a, b)

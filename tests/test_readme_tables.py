@@ -46,6 +46,7 @@ def test_machine_line_drops_the_load_average():
 def test_speed_table_formats_each_row():
     rows = [
         {"config": "b", "examples_per_s": 1234.4, "mfu": 0.5},
+        {"config": "c", "examples_per_s": 1.876, "torch_examples_per_s": 2.17, "mfu": 0.8},
         {
             "config": "a",
             "examples_per_s": 29780.2,
@@ -57,7 +58,8 @@ def test_speed_table_formats_each_row():
     lines = readme_tables.speed_table(rows, "cpu x1").splitlines()
     assert lines[2] == "| a | 29,780 | 18,412 | 1.62x | 65.8% |"
     assert lines[3] == "| b | 1,234 |  |  | 50.0% |"  # no torch columns measured
-    assert lines[-1].startswith("Machine: cpu x1. Made by `python benchmarks/throughput.py")
+    assert lines[4] == "| c | 1.88 | 2.17 |  | 80.0% |"  # below 100: three figures
+    assert lines[-1].startswith("Machine: cpu x1. Made by `taskset -c 0 python benchmarks/")
 
 
 def test_quality_rows_come_from_the_first_table_that_has_the_config(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ negative ELBO (genjax.metrics.nll).
 2016), k = `vae.num_samples`. A class-conditional model (modules with `num_classes` > 0, e.g.
 `cvae_mlp`) reads the examples' classes from `batch['label']`; encoder and decoder both see
 them, and its test metrics are of log p(x | y). Inpainting is iterated posterior sampling
-(genjax.inpaint.pseudo_gibbs).
+(genjax.inpaint.pseudo_gibbs, then importance resampling of the latent by the known pixels).
 """
 
 from __future__ import annotations
@@ -308,7 +308,9 @@ class VAEFamily(Family):
 
     def inpaint(self, config, models, state, x, mask, key, num_fills=1, labels=None):
         """Fills by iterated posterior sampling (Rezende et al. 2014, appendix F;
-        genjax.inpaint.pseudo_gibbs), one chain per fill, started from `key`. A decoder with
+        genjax.inpaint.pseudo_gibbs), one chain per fill, started from `key`, then one latent
+        resampled from proposals q(z | the chain's fill) by p(x_known | z) p(z) / q(z)
+        (genjax.inpaint.importance_resample); the fill is the decoder's mean there. A decoder with
         an autoregressive part (model.ar_kernel > 0) has no independent per-pixel draw and is
         refused."""
         if config.model.get("ar_kernel"):
@@ -343,7 +345,32 @@ class VAEFamily(Family):
                 draw = draw / 255
             return jnp.clip(draw, 0.0, 1.0), mean
 
-        fills = inpainting.pseudo_gibbs(posterior_sample, likelihood_draw, x_f, mask_f, key)
+        gibbs_key, resample_key = jax.random.split(key)
+        chain = inpainting.pseudo_gibbs(posterior_sample, likelihood_draw, x_f, mask_f, gibbs_key)
+        mean, logvar = encoder.apply(_variables(state, "encoder"), chain, *classes, train=False)
+        std = jnp.exp(0.5 * logvar)
+
+        def decode(z):
+            return decoder.apply(_variables(state, "decoder"), z, *classes, train=False)
+
+        def propose(k):  # z ~ q(z | the chain's fill), log q(z)
+            z = mean + std * jax.random.normal(k, mean.shape)
+            return z, objectives.diagonal_gaussian_log_density(z, mean, logvar)
+
+        def log_weight(z):  # log p(x_known | z) + log p(z)
+            observed = inpainting.observed_log_likelihood(
+                lambda out, pixels: objectives.log_likelihood(out, pixels, likelihood),
+                decode(z),
+                x_f,
+                mask_f,
+            )
+            return observed + objectives.diagonal_gaussian_log_density(z, 0.0, 0.0)
+
+        z = inpainting.importance_resample(
+            propose, log_weight, resample_key, inpainting.IMPORTANCE_PROPOSALS
+        )
+        fills = objectives.likelihood_mean(decode(z), likelihood)
+        fills = inpainting.keep_known(fills, x_f, mask_f)
         return fills.reshape(b, num_fills, *x.shape[1:])
 
     def test_metrics(self, config, models, state, test, kind, *, k, seed):

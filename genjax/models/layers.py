@@ -169,6 +169,39 @@ _down_cpu.defvjp(lambda x, kernel: (_conv_down(x, kernel), (x, kernel)), _down_b
 _up_cpu.defvjp(lambda x, kernel: (_conv_up_cpu(x, kernel), (x, kernel)), _up_bwd)
 
 
+def _same_conv(x, kernel):
+    """A stride-1 'SAME' conv with an odd square kernel: padding size // 2 on every side."""
+    pad = kernel.shape[0] // 2
+    return _conv(x, kernel, ((pad, pad), (pad, pad)))
+
+
+def _same_conv_kernel_grad(x, dy, size: int):
+    """d kernel (size, size, C, O) of `_same_conv(x, kernel)` for the output cotangent dy: per
+    tap (i, j), view_ij(x)^T @ dy, view_ij the window of the padded x that tap meets. Dots,
+    unlike the automatic kernel-gradient conv, run at full speed inside a while loop on
+    XLA:CPU (as in `_conv_down_kernel_grad`)."""
+    (_, h, w, c), o, pad = x.shape, dy.shape[-1], size // 2
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dy = dy.reshape(-1, o)
+    taps = [
+        xp[:, i : i + h, j : j + w].reshape(-1, c).T @ dy for i in range(size) for j in range(size)
+    ]
+    return jnp.stack(taps).reshape(size, size, c, o)
+
+
+@jax.custom_vjp
+def _same_cpu(x, kernel):
+    return _same_conv(x, kernel)
+
+
+def _same_bwd(residuals, dy):  # a 'SAME' stride-1 conv's adjoint: the flipped kernel's
+    x, kernel = residuals
+    return _same_cpu(dy, _flip_io(kernel)), _same_conv_kernel_grad(x, dy, kernel.shape[0])
+
+
+_same_cpu.defvjp(lambda x, kernel: (_same_conv(x, kernel), (x, kernel)), _same_bwd)
+
+
 def _explicit_gradients() -> bool:
     if EXPLICIT_GRADIENTS is None:
         return jax.default_backend() == "cpu"
@@ -194,6 +227,32 @@ def upsample2x(x, kernel):
     `downsample2x`, and to fewer than `DOT_UP_BELOW` channels as one dot (`_conv_up_by_dot`).
     """
     return (_up_cpu if _explicit_gradients() else _conv_up)(x, kernel)
+
+
+def conv_general_dilated(x, kernel, window_strides, padding, **options):
+    """`lax.conv_general_dilated` for flax's `nn.Conv(..., conv_general_dilated=...)`: a
+    stride-1 'SAME' NHWC conv with an odd square kernel (3x3, 1x1: the ResNet blocks' convs)
+    gets its gradients written out on XLA:CPU (`_same_bwd`), where the automatic kernel
+    gradient is a conv that runs 10x and more slower than the same products as dots inside a
+    train step's loop; every other conv is lax's, unchanged."""
+    size = kernel.shape[0]
+    pad = size // 2
+    plain = (
+        _explicit_gradients()
+        and x.ndim == 4
+        and options.get("dimension_numbers")
+        == lax.conv_dimension_numbers(x.shape, kernel.shape, _NHWC)
+        and tuple(window_strides) == (1, 1)
+        and size % 2 == 1
+        and kernel.shape[1] == size
+        and (padding == "SAME" or [tuple(p) for p in padding] == [(pad, pad), (pad, pad)])
+        and all(options.get(k) in (None, (1, 1)) for k in ("lhs_dilation", "rhs_dilation"))
+        and options.get("feature_group_count", 1) == 1
+        and options.get("precision") is None
+    )
+    if plain:
+        return _same_cpu(x, kernel)
+    return lax.conv_general_dilated(x, kernel, window_strides, padding, **options)
 
 
 class Conv4x4Params(nn.Module):

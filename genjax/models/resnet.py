@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax.models import layers
 from genjax.models.layers import batch_norm
 
 
@@ -79,7 +80,15 @@ def avg_pool2x(x):
 
 def conv(features: int, size: int, init, dtype, name: str) -> nn.Conv:
     """A stride-1 'SAME' conv with a bias (size 3: padding 1; size 1: none)."""
-    return nn.Conv(features, (size, size), padding="SAME", dtype=dtype, kernel_init=init, name=name)
+    return nn.Conv(
+        features,
+        (size, size),
+        padding="SAME",
+        dtype=dtype,
+        kernel_init=init,
+        name=name,
+        conv_general_dilated=layers.conv_general_dilated,  # fast gradients on XLA:CPU
+    )
 
 
 class GBlock(nn.Module):
