@@ -1,6 +1,7 @@
 """Where a config's train step spends its time, op by op, from a jax.profiler trace.
 
 python benchmarks/op_profile.py [--config NAME] [--calls N] [--top K] [--trace_dir DIR]
+    [--jax_gradients]
 
 Runs the compiled call that benchmarks/throughput.py times (train.py's own chunk, with the
 config's steps_per_call) --calls times under jax.profiler and splits each call's wall time
@@ -16,7 +17,9 @@ they come from. Only ops of the compiled program count: the trace's other events
 the executor's own) are left out. Caveats: tracing costs time per op, so a step of many
 small ops takes longer here than in throughput.py (read the shares); other ops' "end:"
 events are the executor's bookkeeping, which can come long after the op ran (so they are not
-used); an Eigen op's "end:" event can be late in the same way.
+used); an Eigen op's "end:" event can be late in the same way. --jax_gradients profiles the
+step with JAX's own gradients for every conv layer (genjax.models.layers.EXPLICIT_GRADIENTS =
+False), the form the written-out CPU gradients replace.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from benchmarks.throughput import (  # noqa: E402
     ready_call,
 )
 from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
+from genjax.models import layers  # noqa: E402
 
 CALL = "op_profile_call"  # the trace annotation around each timed call
 END = "end: "
@@ -175,9 +179,14 @@ def main(argv=None) -> dict:
     p.add_argument("--calls", type=int, default=10, help="profiled calls (after 2 warm-up)")
     p.add_argument("--top", type=int, default=20, help="ops listed")
     p.add_argument("--trace_dir", default=None, help="keep the trace here (TensorBoard)")
+    p.add_argument(
+        "--jax_gradients", action="store_true", help="JAX's own conv gradients, not genjax's"
+    )
     args = p.parse_args(argv)
     if args.config.split("+")[0] not in CONFIGS:
         p.error(f"--config {args.config}: unknown config; valid: {', '.join(CONFIGS)}")
+    if args.jax_gradients:
+        layers.EXPLICIT_GRADIENTS = False
     keep_freed_host_memory()  # as train.py does
     unroll_large_threefry_on_cpu()
     with tempfile.TemporaryDirectory() as tmp:

@@ -60,6 +60,7 @@ KEYS = {
     "vae_pixel_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "text_vae": [
         "test_nll",
+        "test_neg_elbo",
         "test_ppl",
         "kl",
         "mutual_info",
