@@ -74,6 +74,21 @@ def multidevice_report() -> dict:
     return json.loads((MULTIDEVICE_DIR / "stdout").read_text())
 
 
+# The xdist groups of the longest module fixtures (a minute or more of work each on CI's 2
+# cores), started first so that the short tests fill in beside them rather than behind.
+LONG_GROUPS = ("multihost", "one_device_run", "text")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests of LONG_GROUPS first, every other test in collection order."""
+
+    def group(item):
+        marker = item.get_closest_marker("xdist_group")
+        return (marker.args or [marker.kwargs.get("name")])[0] if marker else None
+
+    items.sort(key=lambda item: group(item) not in LONG_GROUPS)
+
+
 def pytest_collection_finish(session):
     if any("multidevice_report" in getattr(item, "fixturenames", ()) for item in session.items):
         try:

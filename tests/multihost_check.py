@@ -1,10 +1,10 @@
-"""Runs a plan of small VAE trainings as one of M JAX processes (tests/test_multihost.py).
+"""Runs a plan of small trainings as one of M JAX processes (tests/test_multihost.py).
 
-Each job of the plan trains configs/vae_mlp_mnist.py with its `--config.KEY=V` overrides in
-its workdir, resuming from the checkpoints there (written by any number of processes), or
-expects a ConfigError with the text it names; process 0 leaves the log lines in WORKDIR.log
-and the error in WORKDIR.error. The jobs run one after the other in one jax.distributed job,
-so that the processes start and compile once.
+Each job of the plan trains configs/CONFIG.py (its "config", default vae_mlp_mnist) with its
+`--config.KEY=V` overrides in its workdir, resuming from the checkpoints there (written by
+any number of processes), or expects a ConfigError with the text it names; process 0 leaves
+the log lines in WORKDIR.log and the error in WORKDIR.error. The jobs run one after the
+other in one jax.distributed job, so that the processes start and compile once.
 Usage: multihost_check.py PLAN_JSON NUM_PROCESSES PROCESS_ID PORT
 """
 
@@ -20,12 +20,10 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def vae_config(overrides: dict):
-    """configs/vae_mlp_mnist.py with `overrides` ({'KEY': value}), as train.py's
-    `--config.KEY=value` arguments set them."""
-    spec = importlib.util.spec_from_file_location(
-        "vae_mlp_mnist", ROOT / "configs" / "vae_mlp_mnist.py"
-    )
+def job_config(name: str, overrides: dict):
+    """configs/NAME.py with `overrides` ({'KEY': value}), as train.py's `--config.KEY=value`
+    arguments set them."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
@@ -60,7 +58,8 @@ def run_jobs(jobs: list[dict], process_id: int) -> None:
         logger.addHandler(lines)
         level, logger.level = logger.level, logging.INFO
         try:
-            train_and_evaluate(vae_config(job["overrides"]), workdir)
+            config = job_config(job.get("config", "vae_mlp_mnist"), job["overrides"])
+            train_and_evaluate(config, workdir)
         except ConfigError as e:
             if not job.get("error") or job["error"] not in str(e):
                 raise

@@ -2,11 +2,11 @@
 
 The processes run on 127.0.0.1 (CPU devices, gloo collectives). One chain of jobs, shared
 by the tests of this module (one xdist group, so that it runs once), writes checkpoints with
-1 and 2 processes and resumes them on 2, 4 and 1 (RESUMES; both data paths); each
-multi-process job is one tests/multihost_check.py run that trains all of its workdirs in one
-jax.distributed job, so that the processes start and compile once. Which global batches M
-processes read after a position saved by N is checked for every N, M in {1, 2, 4} without
-training (the data pipeline alone).
+1 and 2 processes and resumes them on 2, 4 and 1 (RESUMES; both data paths), and trains a
+GAN with 1 and with 2; each multi-process job is one tests/multihost_check.py run that
+trains all of its workdirs in one jax.distributed job, so that the processes start and
+compile once. Which global batches M processes read after a position saved by N is checked
+for every N, M in {1, 2, 4} without training (the data pipeline alone).
 """
 
 import json
@@ -55,6 +55,17 @@ PEER = SMALL | {
     "data.on_device": True,
 }
 PEER_TIMEOUT = 5
+# A GAN (two critic updates per step) trained uninterrupted by 1 and by 2 processes.
+GAN = {
+    "model.hidden": 32,
+    "gan.n_critic": 2,
+    "batch_size": 16,
+    "num_steps": 20,
+    "steps_per_call": 5,
+    "log_every": 10,
+    "checkpoint_every": 10,
+    "sample_every": 0,
+}
 
 
 def tiny_images(path):
@@ -112,8 +123,9 @@ RESUMES = [(1, 2, "device"), (2, 1, "host"), (1, 4, "device")]
 def chain(tmp_path_factory):
     """Workdirs {name: path}: w<N>-<path> trained to HALF by N processes, u1-<path> to FULL
     uninterrupted by one, r<N><M>-<path> = w<N>-<path> resumed to FULL by M processes (see
-    RESUMES); 'peer', the uninterrupted 2-process run of PEER; the refused resumes 'pmap2'
-    and 'batch4'; and 'data', the data.train they all use."""
+    RESUMES); 'peer', the uninterrupted 2-process run of PEER; 'gan1' and 'gan2', configs/
+    gan_ring8.py with GAN by 1 and 2 processes; the refused resumes 'pmap2' and 'batch4'; and
+    'data', the data.train the VAEs use."""
     tmp = tmp_path_factory.mktemp("multihost")
     data = tiny_images(tmp / "tiny.npz")
     w = {"data": data}
@@ -128,14 +140,19 @@ def chain(tmp_path_factory):
                 copy(w[f"w{n}-{path}"], tmp / f"r{n}{m}-{path}")
                 yield run(f"r{n}{m}-{path}", FULL, path)
 
+    def gan(name):
+        w[name] = tmp / name
+        return {"workdir": str(w[name]), "config": "gan_ring8", "overrides": GAN}
+
     first = [run(f"{k}1-{p}", n, p) for p in PATHS for k, n in (("w", HALF), ("u", FULL))]
-    run_processes(tmp, first, 1)
+    run_processes(tmp, [*first, gan("gan1")], 1)
     copy(w["w1-device"], tmp / "pmap2")
     second = [run("pmap2", FULL, "device", error="one process", parallel="pmap")]
     second.append({"workdir": str(tmp / "peer"), "overrides": PEER | {"data.train": data}})
     w["peer"] = tmp / "peer"
     written_by_2 = sorted({path for n, _, path in RESUMES if n == 2})
     second += [*resumes(2), *(run(f"w2-{path}", HALF, path) for path in written_by_2)]
+    second.append(gan("gan2"))
     run_processes(tmp, second, 2)
     copy(w["w1-device"], tmp / "batch4")
     fourth = [run("batch4", FULL, "device", error="divisible", batch_size=6)]
@@ -166,6 +183,18 @@ def test_a_checkpoint_of_n_processes_resumes_on_m_processes(chain, path):
         assert step == FULL
         for a, b in zip(got, expected, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{n} -> {m}")
+
+
+def test_two_processes_train_a_gan_like_one(chain):
+    """Two critic updates per step on a batch split over 2 processes end where one process
+    ends, with the same checkpoints and a metrics log (written by process 0)."""
+    step, expected = leaves(chain["gan1"])
+    got_step, got = leaves(chain["gan2"])
+    assert step == got_step == GAN["num_steps"]
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert (chain["gan2"] / "metrics.jsonl").exists()
+    assert sorted(int(p.name) for p in (chain["gan2"] / "checkpoints").iterdir()) == [10, 20]
 
 
 def test_resumes_that_the_process_count_does_not_suit_are_refused_up_front(chain):

@@ -5,7 +5,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -251,49 +250,6 @@ def test_sigkill_at_arbitrary_points_then_resume_is_bitwise_exact(tmp_path):
     assert_same_leaves(final_leaves(killed), final_leaves(straight))
     steps = [json.loads(line)["step"] for line in open(killed / "metrics.jsonl")]
     assert steps == list(range(5, 101, 5))  # rows past the resumed checkpoint were replaced
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_train_like_one(tmp_path):
-    script = ROOT / "tests" / "multiprocess_check.py"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    port = _free_port()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(two), "2", str(i), str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    single = subprocess.run(
-        [sys.executable, str(script), str(one), "1", "0", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert single.returncode == 0, single.stderr[-2000:]
-    assert all(p.returncode == 0 for p in procs), [o[-2000:] for o in outputs]
-    for name in ("gan", "vae"):
-        a, b = np.load(one / f"{name}.npz"), np.load(two / f"{name}.npz")
-        assert a.files == b.files
-        for k in a.files:
-            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6)
-        assert (two / name / "metrics.jsonl").exists()
-        assert checkpoint_steps(two / name) == [10, 20]
 
 
 def test_only_the_reports_of_reads_a_failed_restore_left_behind_are_dropped(monkeypatch):
