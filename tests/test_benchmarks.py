@@ -384,3 +384,36 @@ def test_a_variant_is_its_config_with_each_override_read_as_the_fields_type():
     assert isinstance(config.vae.num_samples, int) and config.model.name == "vae_mlp"
     names = config_names("cdcgan_mnist+gan.augment=color,cutout,vae_mlp_mnist")
     assert names == ["cdcgan_mnist+gan.augment=color,cutout", "vae_mlp_mnist"]
+
+
+def test_a_run_scored_again_with_another_nll_k_keeps_its_training_time(tmp_path, monkeypatch):
+    """quality.py restores a trained run to score it with a new --nll_k: the new row has the
+    new settings and scores but the train_seconds of the training, not of the restore."""
+    import types
+
+    import genjax.metrics.evaluate
+    import genjax.train
+    from benchmarks import quality
+
+    class Trainer:  # a run that is already trained: run() restores it
+        def __init__(self, config, workdir):
+            self.experiment = self.train_source = self.test_source = None
+            self.steps = config.num_steps
+
+        def run(self):
+            return types.SimpleNamespace(step=self.steps)
+
+    def evaluate(*args, nll_k, **kwargs):
+        return {"test_nll": 100.0 - nll_k}
+
+    monkeypatch.setattr(genjax.train, "Trainer", Trainer)
+    monkeypatch.setattr(genjax.metrics.evaluate, "evaluate", evaluate)
+    workdir = tmp_path / "gan_ring8" / "seed0"
+    workdir.mkdir(parents=True)
+    settings = {"num_steps": 10000, "nll_k": 5}
+    old = {"test_nll": 95.0, "train_seconds": 123.0, "settings": settings}
+    (workdir / "quality.json").write_text(json.dumps(old))
+    assert quality.run_one("gan_ring8", 0, tmp_path, 0, 5) == old  # cached: not scored again
+    row = quality.run_one("gan_ring8", 0, tmp_path, 0, 7)
+    assert row == {"test_nll": 93.0, "train_seconds": 123.0, "settings": settings | {"nll_k": 7}}
+    assert json.loads((workdir / "quality.json").read_text()) == row
