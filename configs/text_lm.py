@@ -16,5 +16,5 @@ def get_config():
     c.batch_size, c.num_steps, c.steps_per_call = 32, 3000, 50
     c.log_every, c.sample_every, c.checkpoint_every = 250, 1000, 1000
     c.num_samples = 16
-    c.eval.num_samples, c.eval.nll_k = 1000, 100
+    c.eval.num_samples, c.eval.nll_k = 1000, 1000
     return c
