@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
+from benchmarks.quality import base_name  # noqa: E402
 from benchmarks.throughput import (  # noqa: E402
     CONFIGS,
     data_shape_for,
@@ -183,7 +184,7 @@ def main(argv=None) -> dict:
         "--jax_gradients", action="store_true", help="JAX's own conv gradients, not genjax's"
     )
     args = p.parse_args(argv)
-    if args.config.split("+")[0] not in CONFIGS:
+    if base_name(args.config) not in CONFIGS:
         p.error(f"--config {args.config}: unknown config; valid: {', '.join(CONFIGS)}")
     if args.jax_gradients:
         layers.EXPLICIT_GRADIENTS = False

@@ -150,6 +150,11 @@ def run_one(
     return row
 
 
+def base_name(name: str) -> str:
+    """The config file a name CONFIG[+KEY=VALUE...] is of: CONFIG."""
+    return name.split("+")[0]
+
+
 def variant_config(name: str):
     """The config of CONFIG[+KEY=VALUE...]: configs/CONFIG.py's with each override applied,
     VALUE read as the field's type (as train.py's --config.KEY=VALUE)."""
@@ -177,12 +182,14 @@ def _parsed(text: str, config, key: str):
     return type(current)(value) if current is not None else value
 
 
-def config_names(text: str) -> list[str]:
+def config_names(text: str, words: tuple[str, ...] = ()) -> list[str]:
     """--configs' names: split at commas, except those inside a variant's value (a piece that
-    names no config file joins the one before, as in `dcgan_mnist+gan.augment=color,cutout`)."""
+    names no config file, nor one of `words` such as 'all', joins the one before, as in
+    `dcgan_mnist+gan.augment=color,cutout`)."""
     names: list[str] = []
     for piece in text.split(","):
-        if names and not (ROOT / "configs" / f"{piece.split('+')[0]}.py").is_file():
+        known = piece in words or (ROOT / "configs" / f"{base_name(piece)}.py").is_file()
+        if names and not known:
             names[-1] += "," + piece
         else:
             names.append(piece)
@@ -192,7 +199,7 @@ def config_names(text: str) -> list[str]:
 def summarise(name: str, rows: list[dict], masks: tuple[str, ...] = ()) -> list[str]:
     lines = []
     inpainting = [f"{key}[{mask}]" for mask in masks for key in INPAINT_KEYS]
-    for key in KEYS[name.split("+")[0]] + inpainting + ["train_seconds"]:
+    for key in KEYS[base_name(name)] + inpainting + ["train_seconds"]:
         values = np.array([r.get(key, np.nan) for r in rows], float)
         floor = np.array([r.get(f"{key}_floor", np.nan) for r in rows], float)
         cell = f"{np.nanmean(values):.4g} ± {np.nanstd(values):.2g}" if values.size else "-"

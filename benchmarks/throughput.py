@@ -76,8 +76,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.extend import core as jax_core  # noqa: E402
 
-from benchmarks.quality import variant_config  # noqa: E402
-from benchmarks.readme_tables import config_names  # noqa: E402
+from benchmarks.quality import base_name, config_names, variant_config  # noqa: E402
+from benchmarks.readme_tables import config_names as config_files  # noqa: E402
 from genjax.backend import keep_freed_host_memory, unroll_large_threefry_on_cpu  # noqa: E402
 from genjax.config import DTYPES, resolve  # noqa: E402
 from genjax.data.arrays import ArraySplits  # noqa: E402
@@ -86,7 +86,7 @@ from genjax.data.sources import NAMED_SOURCES, register_source  # noqa: E402
 from genjax.models.registry import entry  # noqa: E402
 from genjax.train import Trainer  # noqa: E402
 
-CONFIGS = config_names()
+CONFIGS = config_files()
 
 
 def _embedded(name: str) -> bool:
@@ -123,7 +123,7 @@ def load_config(name: str, args):
 def data_shape_for(name: str, data_shape: tuple | None) -> tuple | None:
     """The random data's shape for config NAME: `data_shape` (--data_shape) if given, else
     RANDOM_DATA_SHAPES' for a config whose data needs a download, else None (its own data)."""
-    return data_shape or RANDOM_DATA_SHAPES.get(name.split("+")[0])
+    return data_shape or RANDOM_DATA_SHAPES.get(base_name(name))
 
 
 def random_splits(name: str, data_shape: tuple, num_classes: int) -> ArraySplits:
@@ -456,7 +456,7 @@ def measure(name: str, args, data_shape: tuple | None) -> dict:
         # torch's count (convs and matmuls only) of one more call, made after the timing
         row["torch_flops_per_step"] = count_flops(calls["torch"]) / k
         row["torch_mfu"] = row["torch_flops_per_step"] / torch_step_s / peak if peak else None
-    if args.loop and name.split("+")[0] not in RANDOM_DATA_SHAPES:
+    if args.loop and base_name(name) not in RANDOM_DATA_SHAPES:
         row.update(loop_fractions(args, config, data_shape, calls["genjax"], seconds["genjax"]))
     return row
 
@@ -563,8 +563,9 @@ def write(path: str, text: str) -> None:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    names = [n for part in args.config.split(",") for n in (ALL if part == "all" else [part])]
-    unknown = [n for n in names if n.split("+")[0] not in CONFIGS]
+    parts = config_names(args.config, words=("all",))
+    names = [n for part in parts for n in (ALL if part == "all" else [part])]
+    unknown = [n for n in names if base_name(n) not in CONFIGS]
     if unknown:
         sys.exit(f"unknown config {unknown}; valid: all, {', '.join(CONFIGS)}")
     refusal = args.torch and torch_refusal()

@@ -324,13 +324,18 @@ class VAEFamily(Family):
         classes = _classes(None if labels is None else jnp.repeat(labels, num_fills))
         likelihood = config.vae.likelihood
 
+        def encode(x):
+            return encoder.apply(_variables(state, "encoder"), x, *classes, train=False)
+
+        def decode(z):
+            return decoder.apply(_variables(state, "decoder"), z, *classes, train=False)
+
         def posterior_sample(current, k):
-            variables = _variables(state, "encoder")
-            mean, logvar = encoder.apply(variables, current, *classes, train=False)
+            mean, logvar = encode(current)
             return mean + jnp.exp(0.5 * logvar) * jax.random.normal(k, mean.shape)
 
         def likelihood_draw(z, k):
-            out = decoder.apply(_variables(state, "decoder"), z, *classes, train=False)
+            out = decode(z)
             mean = objectives.likelihood_mean(out, likelihood)
             if likelihood == "bernoulli":
                 return (jax.random.uniform(k, mean.shape) < mean).astype(jnp.float32), mean
@@ -347,11 +352,8 @@ class VAEFamily(Family):
 
         gibbs_key, resample_key = jax.random.split(key)
         chain = inpainting.pseudo_gibbs(posterior_sample, likelihood_draw, x_f, mask_f, gibbs_key)
-        mean, logvar = encoder.apply(_variables(state, "encoder"), chain, *classes, train=False)
+        mean, logvar = encode(chain)
         std = jnp.exp(0.5 * logvar)
-
-        def decode(z):
-            return decoder.apply(_variables(state, "decoder"), z, *classes, train=False)
 
         def propose(k):  # z ~ q(z | the chain's fill), log q(z)
             z = mean + std * jax.random.normal(k, mean.shape)
