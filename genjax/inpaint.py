@@ -33,8 +33,8 @@ from jax import lax
 
 from genjax.config import ConfigError
 
-MASKS = ("bottom", "top", "left", "right", "centre")
-VALID_MASKS = "bottom, top, left, right, centre, random:P (0 < P < 1)"
+MASKS = ("bottom", "top", "left", "right", "centre", "all")
+VALID_MASKS = "bottom, top, left, right, centre, all, random:P (0 < P < 1)"
 
 GIBBS_ITERATIONS = 100  # pseudo-Gibbs steps of a VAE's fill
 IMPORTANCE_PROPOSALS = 256  # latents proposed per VAE fill, one resampled
@@ -71,8 +71,9 @@ def make_masks(spec: str | MaskSpec, num: int, shape: tuple, seed: int = 0) -> n
     """`num` masks (num, H, W, 1) float32 for images of `shape` (H, W, C), 1 = known pixel.
 
     bottom / top: the last / first H // 2 rows missing; left / right: the first / last W // 2
-    columns; centre: the centred (H // 2) x (W // 2) square; random:P: each pixel missing with
-    probability P, independently per image (numpy seed `seed`)."""
+    columns; centre: the centred (H // 2) x (W // 2) square; all: every pixel (the fill is then
+    an unconditional sample); random:P: each pixel missing with probability P, independently
+    per image (numpy seed `seed`)."""
     m = parse_mask(spec) if isinstance(spec, str) else spec
     if len(shape) != 3:
         raise ConfigError(f"--mask needs images (H, W, C); this data is {shape}")
@@ -90,10 +91,41 @@ def make_masks(spec: str | MaskSpec, num: int, shape: tuple, seed: int = 0) -> n
     elif m.name == "centre":
         top, left = (h - hh) // 2, (w - hw) // 2
         known[:, top : top + hh, left : left + hw] = 0
+    elif m.name == "all":
+        known[:] = 0
     else:
         rng = np.random.default_rng(seed)
         known[rng.random((num, h, w, 1)) < m.p] = 0
     return known
+
+
+def parse_masks(text: str) -> tuple[MaskSpec, ...]:
+    """The MaskSpecs of a comma-separated list of mask specs (e.g. "all,bottom,random:0.5");
+    ConfigError for an empty list or a spec that does not parse."""
+    specs = tuple(parse_mask(part.strip()) for part in str(text).split(",") if part.strip())
+    if not specs:
+        raise ConfigError(f"no masks in {text!r}; valid: a comma-separated list of {VALID_MASKS}")
+    return specs
+
+
+def sample_masks(specs: tuple[MaskSpec, ...], shape: tuple, key, num: int) -> jax.Array:
+    """`num` masks (num, H, W, 1) float32 for images of `shape`, each drawn from one of `specs`
+    chosen uniformly per mask (in JAX, for training on masks): a fixed region as make_masks
+    makes it, or for random:P each pixel missing with probability P."""
+    fixed = jnp.asarray(np.concatenate([make_masks(s, 1, shape) for s in specs]))
+    p = jnp.asarray([s.p for s in specs], jnp.float32)  # 0 for the fixed regions
+    choice_key, pixel_key = jax.random.split(key)
+    choice = jax.random.randint(choice_key, (num,), 0, len(specs))
+    u = jax.random.uniform(pixel_key, (num, *shape[:2], 1))
+    random_known = (u >= p[choice][:, None, None, None]).astype(jnp.float32)
+    is_random = (p[choice] > 0)[:, None, None, None]
+    return jnp.where(is_random, random_known, fixed[choice])
+
+
+def known_pixels(x, mask):
+    """What a model conditioned on the known pixels is given: [x * mask | mask], (B, H, W,
+    C + 1), from images x (B, H, W, C) and masks (B, H, W, 1)."""
+    return jnp.concatenate([x * mask, mask], axis=-1)
 
 
 def keep_known(fill, x, mask):

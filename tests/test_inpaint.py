@@ -45,7 +45,7 @@ def test_masks_hide_the_named_half_or_centre_or_random_pixels():
 
 @pytest.mark.parametrize("spec", ["diagonal", "random", "random:1.5", "random:x", "bottom:2"])
 def test_a_mask_that_does_not_parse_names_the_valid_ones(spec):
-    with pytest.raises(ConfigError, match="valid: bottom, top, left, right, centre, random:P"):
+    with pytest.raises(ConfigError, match="valid: bottom, top, left, right, centre, all, random:P"):
         inpaint.parse_mask(spec)
 
 
@@ -259,6 +259,88 @@ def test_an_autoregressive_vae_decoder_is_refused(images):
         jax.eval_shape(lambda s: exp.inpaint(s, images, masks, jax.random.PRNGKey(0)), state)
 
 
+def test_training_masks_are_drawn_per_example_from_the_listed_specs():
+    """Each of 3,000 masks is one of the specs, chosen uniformly: 'all' and 'bottom' exactly as
+    make_masks makes them, random:0.25 with a quarter of its pixels missing."""
+    specs = inpaint.parse_masks("all, bottom,random:0.25")
+    assert [s.name for s in specs] == ["all", "bottom", "random"]
+    masks = np.asarray(inpaint.sample_masks(specs, SHAPE, jax.random.PRNGKey(1), 3000))
+    assert masks.shape == (3000, *SHAPE[:2], 1) and set(np.unique(masks)) == {0.0, 1.0}
+    fixed = {name: inpaint.make_masks(name, 1, SHAPE)[0] for name in ("all", "bottom")}
+    which = {name: np.all(masks == m, axis=(1, 2, 3)) for name, m in fixed.items()}
+    random = ~(which["all"] | which["bottom"])
+    for chosen in (which["all"], which["bottom"], random):
+        assert abs(chosen.mean() - 1 / 3) < 0.03  # 3.5 standard errors
+    assert abs(1 - masks[random].mean() - 0.25) < 0.01
+    with pytest.raises(ConfigError, match="no masks in"):
+        inpaint.parse_masks(" , ")
+
+
+@pytest.fixture(scope="module")
+def masked():
+    return _build("masked_vae_mlp", depth=1, train_masks="all,bottom")
+
+
+def test_a_masked_vae_step_learns_the_missing_pixels_alone(masked, images):
+    """Trained on bottom masks only, one step leaves the output biases of the known (top)
+    pixels as they were (the reconstruction is of the missing ones) and moves the others;
+    with 'all' they all move."""
+    exp, state = masked
+    encoder, decoder = exp.models
+    x = {"image": np.asarray(images["image"])[None, None]}  # (devices, steps, B, ...)
+    bias = {}
+    for specs in ("bottom", "all"):
+        models = (encoder.clone(train_masks=inpaint.parse_masks(specs)), decoder)
+        step = exp.family.make_step(exp.config, models, exp.kind)
+        vmapped = jax.jit(jax.vmap(step, in_axes=(None, 0, None), axis_name="data"))
+        new, metrics = vmapped(state, x, jax.random.PRNGKey(2))
+        assert np.isfinite(float(metrics["loss"][0]))
+        before = state.params["decoder"]["Dense_1"]["bias"].reshape(SHAPE)
+        after = new.params["decoder"]["Dense_1"]["bias"][0].reshape(SHAPE)
+        bias[specs] = np.asarray(after != before)
+    assert not bias["bottom"][:4].any() and bias["bottom"][4:].all()
+    assert bias["all"].all()
+
+
+def test_a_masked_vae_fills_from_its_decoder_given_the_known_pixels(masked, images):
+    """The fill keeps the known pixels; it changes with them; with nothing known it is the
+    model's unconditional sample (the decoder's mean at z ~ N(0, I) of the same key)."""
+    exp, state = masked
+    key = jax.random.PRNGKey(3)
+    x = jnp.asarray(exp.kind.model_input(images, exp.family.value_range))
+    bottom = jnp.asarray(inpaint.make_masks("bottom", 6, SHAPE))
+    fills = np.asarray(exp.family.inpaint(exp.config, exp.models, state, x, bottom, key, 2))
+    assert fills.shape == (6, 2, *SHAPE)
+    np.testing.assert_array_equal(fills[:, :, :4], np.repeat(np.asarray(x)[:, None, :4], 2, 1))
+    assert not np.allclose(fills[:, 0], fills[:, 1])
+    other = x.at[:, 1].set(1.0 - x[:, 1])  # another known row
+    refill = exp.family.inpaint(exp.config, exp.models, state, other, bottom, key, 2)
+    assert not np.allclose(np.asarray(refill)[:, :, 4:], fills[:, :, 4:])
+    nothing = jnp.asarray(inpaint.make_masks("all", 6, SHAPE))
+    fills = exp.family.inpaint(exp.config, exp.models, state, x, nothing, key, 1)[:, 0]
+    z = jax.random.normal(key, (6, exp.config.model.z_dim))
+    samples = exp.family.decode(exp.config, exp.models, state, z, None)
+    np.testing.assert_allclose(fills, samples, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"train_masks": "bottom,centre"}, "must include 'all'"),
+        ({"train_masks": "all,diagonal"}, "'diagonal' is not a mask"),
+        ({"train_masks": "all", "objective": "iwae"}, "trains on the ELBO"),
+    ],
+)
+def test_a_masked_vae_refuses_masks_it_cannot_use(fields, words):
+    c = base_config()
+    c.model.name, c.model.z_dim, c.model.hidden = "masked_vae_mlp", 4, 16
+    c.model.train_masks = fields["train_masks"]
+    c.vae.objective = fields.get("objective", "elbo")
+    c.vae.num_samples = 2 if "objective" in fields else 1
+    with pytest.raises(ConfigError, match=words):
+        experiment.build(c, "image", SHAPE)
+
+
 def test_inpaint_mse_scores_the_mean_of_the_fills_and_one_fill_beside_the_baselines(cvae, images):
     exp, state = cvae
     rng = np.random.default_rng(7)
@@ -433,7 +515,7 @@ def test_the_cli_exits_2_on_a_bad_mask_with_one_line(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: --mask 'diagonal' is not a mask; valid: bottom, top, left, right, centre, "
+        "error: --mask 'diagonal' is not a mask; valid: bottom, top, left, right, centre, all, "
         "random:P (0 < P < 1)"
     ]
     assert not (tmp_path / "a.npz").exists()

@@ -8,6 +8,14 @@ negative ELBO (genjax.metrics.nll).
 `cvae_mlp`) reads the examples' classes from `batch['label']`; encoder and decoder both see
 them, and its test metrics are of log p(x | y). Inpainting is iterated posterior sampling
 (genjax.inpaint.pseudo_gibbs, then importance resampling of the latent by the known pixels).
+
+A model conditioned on the known pixels (modules with `train_masks`, e.g. `masked_vae_mlp`)
+is trained on a mask drawn per example from its train_masks: encoder and decoder see the
+known pixels and the mask (genjax.inpaint.known_pixels), and the reconstruction term is of the
+missing pixels alone, so the bound is of log p(x_missing | x_known) (Ivanov et al. 2019's
+VAEAC objective, with the fixed N(0, I) prior). It inpaints by ancestral sampling, z ~ N(0, I)
+then the decoder given the known pixels; with nothing known (mask 'all', one of its training
+masks) it is an unconditional VAE, which its samples and test metrics are of.
 """
 
 from __future__ import annotations
@@ -69,6 +77,11 @@ def vae_input(x, config, key) -> jax.Array:
 def _classes(labels) -> tuple:
     """The label argument of a class-conditional module: () for None."""
     return () if labels is None else (labels,)
+
+
+def train_masks(models) -> tuple:
+    """The mask specs a model conditioned on the known pixels is trained on; () for others."""
+    return getattr(models[0], "train_masks", ())
 
 
 def encode_mean(models, state: VAEState, x, labels=None) -> jax.Array:
@@ -225,13 +238,22 @@ class VAEFamily(Family):
         tx = vae_optimizer(config)
         conditional = self.num_classes(models) > 0
         k = config.vae.num_samples
+        likelihood = config.vae.likelihood
+        masks = train_masks(models)
 
         def step(state: VAEState, batch: dict, key) -> tuple[VAEState, dict]:
             bin_key, z_key = jax.random.split(key)
             batch = {name: v[0] for name, v in batch.items()}
-            x = kind.model_input(batch, self.value_range)
-            x = vae_input(x, config, bin_key)
+            grey = kind.model_input(batch, self.value_range)
+            x = vae_input(grey, config, bin_key)
             y = (batch[LABEL].astype(jnp.int32),) if conditional else ()
+            if masks:  # the condition: a mask per example, the known pixels as given
+
+                def draw(key, shape):
+                    return inpainting.sample_masks(masks, x.shape[1:], key, shape[0])
+
+                mask = per_example_noise(draw, jax.random.fold_in(bin_key, 1), x.shape[:1])
+                y = (inpainting.known_pixels(grey, mask),)
 
             def loss_fn(params):
                 (mean, logvar), e_stats = apply_train(
@@ -243,9 +265,19 @@ class VAEFamily(Family):
                 z = mean + jnp.exp(0.5 * logvar) * eps
                 d_vars = (params["decoder"], state.batch_stats["decoder"])
                 out, d_stats = apply_train(decoder, *d_vars, *decoder.inputs(z, x), *y)
-                neg_elbo, recon, kl = objectives.negative_elbo(
-                    out, x, mean, logvar, likelihood=config.vae.likelihood, beta=config.vae.beta
-                )
+                if masks:  # -log p(x_missing | z, x_known) + beta KL
+                    recon = -inpainting.observed_log_likelihood(
+                        lambda o, pixels: objectives.log_likelihood(o, pixels, likelihood),
+                        out,
+                        x,
+                        1.0 - mask,
+                    )
+                    kl = objectives.gaussian_kl(mean, logvar)
+                    neg_elbo = recon + config.vae.beta * kl
+                else:
+                    neg_elbo, recon, kl = objectives.negative_elbo(
+                        out, x, mean, logvar, likelihood=likelihood, beta=config.vae.beta
+                    )
                 loss = neg_elbo.mean()
                 v = config.vae
                 if v.kl_warmup_steps or v.free_bits or v.kl_cycles:
@@ -310,9 +342,10 @@ class VAEFamily(Family):
         """Fills by iterated posterior sampling (Rezende et al. 2014, appendix F;
         genjax.inpaint.pseudo_gibbs), one chain per fill, started from `key`, then one latent
         resampled from proposals q(z | the chain's fill) by p(x_known | z) p(z) / q(z)
-        (genjax.inpaint.importance_resample); the fill is the decoder's mean there. A decoder with
-        an autoregressive part (model.ar_kernel > 0) has no independent per-pixel draw and is
-        refused."""
+        (genjax.inpaint.importance_resample); the fill is the decoder's mean there. A model
+        conditioned on the known pixels fills by ancestral sampling instead: z ~ N(0, I), then
+        the decoder's mean given z and the known pixels. A decoder with an autoregressive part
+        (model.ar_kernel > 0) has no independent per-pixel draw and is refused."""
         if config.model.get("ar_kernel"):
             raise ConfigError(
                 "--mode inpaint needs a VAE decoder with independent pixels; this model has "
@@ -323,6 +356,12 @@ class VAEFamily(Family):
         x_f, mask_f = (jnp.repeat(a, num_fills, axis=0) for a in (x, mask))
         classes = _classes(None if labels is None else jnp.repeat(labels, num_fills))
         likelihood = config.vae.likelihood
+        if train_masks(models):  # z ~ N(0, I), then p(x | z, the known pixels)
+            z = jax.random.normal(key, (len(x_f), config.model.z_dim))
+            known = inpainting.known_pixels(x_f, mask_f)
+            out = decoder.apply(_variables(state, "decoder"), z, known, train=False)
+            fills = inpainting.keep_known(objectives.likelihood_mean(out, likelihood), x_f, mask_f)
+            return fills.reshape(b, num_fills, *x.shape[1:])
 
         def encode(x):
             return encoder.apply(_variables(state, "encoder"), x, *classes, train=False)

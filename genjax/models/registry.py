@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from genjax import inpaint
 from genjax.config import ConfigError
 from genjax.families import GAN, VAE, Family
 from genjax.families.text import LM, TEXT_VAE
@@ -148,6 +149,27 @@ def _cvae_mlp(config, shape, num_classes=0, **common):
     )
 
 
+def _masked_vae_mlp(config, shape, **common):
+    cfg = config.model
+    shape = _image_shape("masked_vae_mlp", shape)
+    _positive(cfg, "z_dim", "hidden", "depth")
+    specs = inpaint.parse_masks(cfg.train_masks)
+    if inpaint.MaskSpec("all") not in specs:
+        raise ConfigError(
+            f"config.model.train_masks={cfg.train_masks!r} must include 'all' (nothing known: "
+            "the unconditional model that sampling and test_nll use)"
+        )
+    if config.vae.objective != "elbo":
+        raise ConfigError("model masked_vae_mlp trains on the ELBO: set vae.objective=elbo")
+    k = LIKELIHOOD_CHANNELS[config.vae.likelihood]  # decoder channels per data channel
+    return (
+        vae.MaskedMLPEncoder(
+            cfg.z_dim, cfg.hidden, cfg.depth, data_shape=shape, train_masks=specs, **common
+        ),
+        vae.MaskedMLPDecoder(shape, k, cfg.hidden, cfg.depth, **common),
+    )
+
+
 def _vae_conv(config, shape, **common):
     cfg = config.model
     shape = _square_image_shape("vae_conv", shape)
@@ -174,6 +196,7 @@ class Entry(NamedTuple):
     conditional: bool = False
 
 
+MASKED_TRAINING = "all,bottom,top,left,right,centre,random:0.5"  # masked_vae_mlp's train_masks
 # Keep the defaults of a field the same across models: base_config() types each field once.
 _AUTOREGRESSIVE = {"ar_kernel": 0, "ar_hidden": 32}  # VAE decoders; 0 = a plain decoder
 MODELS: dict[str, Entry] = {
@@ -192,6 +215,13 @@ MODELS: dict[str, Entry] = {
     "vae_conv": Entry(VAE, _vae_conv, {"z_dim": 2, "features": 64, **_AUTOREGRESSIVE}),
     # class-conditional MLP VAE (Sohn et al. 2015): one-hot labels into encoder and decoder
     "cvae_mlp": Entry(VAE, _cvae_mlp, {"z_dim": 2, "hidden": 128, "depth": 2}, True),
+    # an MLP VAE conditioned on the known pixels and their mask, trained on masks drawn from
+    # train_masks (a CVAE whose condition is the known pixels, as VAEAC: Ivanov et al. 2019)
+    "masked_vae_mlp": Entry(
+        VAE,
+        _masked_vae_mlp,
+        {"z_dim": 2, "hidden": 128, "depth": 2, "train_masks": MASKED_TRAINING},
+    ),
     # Bowman et al. 2016: GRU encoder and decoder over tokens; text_lm is the decoder without z
     "text_vae": Entry(TEXT_VAE, text.build_vae, {"z_dim": 32, "hidden": 256, "embed_dim": 128}),
     "text_lm": Entry(LM, text.build_lm, {"hidden": 256, "embed_dim": 128}),

@@ -4,7 +4,10 @@ Encoders map x in [0, 1] (B, H, W, C) to the posterior's (mean, logvar), each (B
 decoders map z to the likelihood's parameters (B, H, W, C * k), float32: k = 1 Bernoulli
 logits, k = 2 Gaussian [mean | log_std] channels (Kingma & Welling 2013, appendix C).
 The Conditional MLPs are class-conditional (Sohn et al. 2015, the CVAE): both take int32
-labels (B,) after their input, concatenated one-hot to it.
+labels (B,) after their input, concatenated one-hot to it. The Masked MLPs are conditioned
+on an image's known pixels instead (for inpainting): both take `known` (B, H, W, C + 1), the
+image with its missing pixels zeroed and the mask as one more channel (genjax.inpaint.
+known_pixels); without it nothing is known and they are an unconditional VAE's modules.
 """
 
 from __future__ import annotations
@@ -40,6 +43,14 @@ def _posterior(h, z_dim: int, dtype: Any):
 def _with_labels(h, labels, num_classes: int):
     """h (B, D) with the one-hot labels (B, num_classes) concatenated."""
     return jnp.concatenate([h, jax.nn.one_hot(labels, num_classes, dtype=h.dtype)], axis=-1)
+
+
+def _with_known(h, known, shape: tuple):
+    """h (B, D) with the flattened condition `known` concatenated; zeros (nothing known) when
+    known is None. `shape` is the images' (H, W, C)."""
+    size = math.prod(shape[:2]) * (shape[2] + 1)
+    flat = jnp.zeros((h.shape[0], size), h.dtype) if known is None else known.reshape(-1, size)
+    return jnp.concatenate([h, flat.astype(h.dtype)], axis=-1)
 
 
 def _mlp(h, hidden: int, depth: int, dtype):
@@ -126,6 +137,30 @@ class ConditionalMLPDecoder(MLPDecoder):
     @nn.compact
     def __call__(self, z, labels, *, train: bool):
         h = _with_labels(z, labels, self.num_classes)
+        return self._out(_mlp(h, self.hidden, self.depth, self.dtype))
+
+
+class MaskedMLPEncoder(MLPEncoder):
+    """(x, known) -> [flatten(x) | flatten(known)] -> the MLPEncoder's layers: q(z | x, the
+    known pixels). `train_masks` are the mask specs the model is trained to complete
+    (genjax.inpaint.parse_masks), which the VAE family draws from in each step."""
+
+    data_shape: tuple[int, int, int] = (28, 28, 1)
+    train_masks: tuple = ()
+
+    @nn.compact
+    def __call__(self, x, known=None, *, train: bool):
+        h = _with_known(x.reshape((x.shape[0], -1)), known, self.data_shape)
+        return _posterior(_mlp(h, self.hidden, self.depth, self.dtype), self.z_dim, self.dtype)
+
+
+class MaskedMLPDecoder(MLPDecoder):
+    """(z, known) -> [z | flatten(known)] -> the MLPDecoder's layers: p(x | z, the known
+    pixels)."""
+
+    @nn.compact
+    def __call__(self, z, known=None, *, train: bool):
+        h = _with_known(z, known, self.data_shape)
         return self._out(_mlp(h, self.hidden, self.depth, self.dtype))
 
 
