@@ -11,7 +11,9 @@ the real-vs-real floor.
 
 A config may carry overrides after `+`, each KEY=VALUE as on train.py's command line, e.g.
 `dcgan_mnist+gan.ema_decay=0.999+gan.augment=translation`: a variant, with rows and a run
-folder of its own, scored on the keys of its base config.
+folder of its own, scored on the keys of its base config. `{seed}` in a value is replaced
+by each run's seed, so that a second stage trains on the first stage of its own seed:
+`vqvae_prior_mnist+prior.vqvae_workdir=runs/quality/vqvae_mnist/seed{seed}`.
 
 With --inpaint_masks each mask adds `inpaint_mse[MASK]` (of the average of 8 fills),
 `inpaint_mse_one_fill[MASK]` and the two baselines (the mean training image, the nearest
@@ -58,6 +60,7 @@ KEYS = {
     "vae_mlp_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "vae_conv_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "vae_pixel_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
+    "masked_vae_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "text_vae": [
         "test_nll",
         "test_neg_elbo",
@@ -93,14 +96,14 @@ INPAINT_KEYS = (
 def run_one(
     name: str, seed: int, runs: Path, num_steps: int, nll_k: int, masks: tuple[str, ...] = ()
 ) -> dict:
-    """Trains and evaluates one (config, seed); its row is kept in the run's quality.json and
-    reused by later calls with the same steps and nll_k (so a table can be assembled from
-    runs made at different times without retraining); a run scored again with another nll_k
-    keeps the train_seconds of its training."""
+    """Trains and evaluates one (config, seed), `{seed}` in the name replaced by the seed; its
+    row is kept in the run's quality.json and reused by later calls with the same steps and
+    nll_k (so a table can be assembled from runs made at different times without retraining);
+    a run scored again with another nll_k keeps the train_seconds of its training."""
     from genjax.metrics.evaluate import evaluate, inpaint_metrics
     from genjax.train import Trainer
 
-    config = variant_config(name)
+    config = variant_config(name.replace("{seed}", str(seed)))
     config.seed = seed
     config.sample_every = 0
     if num_steps:

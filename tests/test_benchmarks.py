@@ -417,3 +417,32 @@ def test_a_run_scored_again_with_another_nll_k_keeps_its_training_time(tmp_path,
     row = quality.run_one("gan_ring8", 0, tmp_path, 0, 7)
     assert row == {"test_nll": 93.0, "train_seconds": 123.0, "settings": settings | {"nll_k": 7}}
     assert json.loads((workdir / "quality.json").read_text()) == row
+
+
+def test_seed_in_a_variant_value_is_each_runs_seed(tmp_path, monkeypatch):
+    """`{seed}` in a quality.py variant becomes the run's seed in its config (a second stage
+    trained on the first stage of its own seed), and the run keeps the name's folder."""
+    import types
+
+    import genjax.metrics.evaluate
+    import genjax.train
+    from benchmarks import quality
+
+    seen = {}
+
+    class Trainer:
+        def __init__(self, config, workdir):
+            seen[config.seed] = (config.data.train, workdir)
+            workdir.mkdir(parents=True)
+            self.experiment = self.train_source = self.test_source = None
+            self.steps = config.num_steps
+
+        def run(self):
+            return types.SimpleNamespace(step=self.steps)
+
+    monkeypatch.setattr(genjax.train, "Trainer", Trainer)
+    monkeypatch.setattr(genjax.metrics.evaluate, "evaluate", lambda *a, **k: {"modes": 8.0})
+    name = "gan_ring8+data.train=npz:first/seed{seed}.npz"
+    for seed in (1, 2):
+        quality.run_one(name, seed, tmp_path, 0, 5)
+        assert seen[seed] == (f"npz:first/seed{seed}.npz", tmp_path / name / f"seed{seed}")
