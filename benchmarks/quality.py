@@ -35,6 +35,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+CONDITIONAL_GAN_KEYS = [
+    "class_accuracy",
+    "classes_covered",
+    "fd_classifier",
+    "precision_classifier",
+    "recall_classifier",
+]
 KEYS = {
     "gan_ring8": ["modes", "hq_fraction", "reverse_kl"],
     "gan_grid25": ["modes", "hq_fraction", "reverse_kl"],
@@ -50,13 +57,8 @@ KEYS = {
         "recall_classifier",
         "classes_covered",
     ],
-    "cdcgan_mnist": [
-        "class_accuracy",
-        "classes_covered",
-        "fd_classifier",
-        "precision_classifier",
-        "recall_classifier",
-    ],
+    "cdcgan_mnist": CONDITIONAL_GAN_KEYS,
+    "cdcgan_sn_mnist": CONDITIONAL_GAN_KEYS,
     "vae_mlp_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "vae_conv_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],
     "vae_pixel_mnist": ["test_nll", "test_neg_elbo", "fd_classifier"],

@@ -34,8 +34,12 @@ TABLES = ("configs", "quality", "speed")
 QUALITY_TABLES = ("quality.md", "quality_dcgan.md", "quality_vae_conv.md")
 # The first group of metrics a config's table has is its headline.
 HEADLINES = (("test_nll",), ("modes", "hq_fraction"), ("class_accuracy",), ("fd_classifier",))
-# Configs made for one use, headlined by its metrics instead (variants of them too).
-OWN_HEADLINES = {"masked_vae_mnist": ("inpaint_mse[bottom]", "inpaint_mse[centre]")}
+# Configs headlined by other metrics (their variants are not): one made for inpainting, and
+# the GAN config whose precision and recall matter beside its FD.
+OWN_HEADLINES = {
+    "masked_vae_mnist": ("inpaint_mse[bottom]", "inpaint_mse[centre]"),
+    "cdcgan_sn_mnist": ("fd_classifier", "precision_classifier", "recall_classifier"),
+}
 SPEED_JSON, SPEED_MARKDOWN = "throughput_cpu.json", "throughput_cpu.md"
 SPEED_COMMAND = (
     "taskset -c 0 python benchmarks/throughput.py "
@@ -45,6 +49,7 @@ SPEED_COMMAND = (
 )
 MODELS = {  # config -> its model in a few words (the config's docstring for any other)
     "cdcgan_mnist": "class-conditional DCGAN: conditional BatchNorm in G, projection D",
+    "cdcgan_sn_mnist": "cdcgan_mnist with a spectrally normalised D, hinge loss",
     "dcgan_celeba64": "DCGAN at 64×64×3 on faces (108-pixel centre crop), for a GPU",
     "dcgan_mnist": "DCGAN: BatchNorm + ReLU in G, LeakyReLU 0.2 in D",
     "gan_grid25": "MLP GAN for 2-D data, 3×256, lr decayed over the last half",
@@ -120,7 +125,7 @@ def read_quality(docs: Path) -> dict[str, dict]:
 def headline(metrics: dict, config: str = "") -> list[str]:
     """The headline metrics among `metrics` of `config` (OWN_HEADLINES, else the first group
     of HEADLINES it has), in order."""
-    own = [m for m in OWN_HEADLINES.get(config.split("+")[0], ()) if m in metrics]
+    own = [m for m in OWN_HEADLINES.get(config, ()) if m in metrics]
     if own:
         return own
     for group in HEADLINES:

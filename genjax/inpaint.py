@@ -12,6 +12,9 @@ exactly as they were given.
   Mattei & Frellsen 2019's imputation: `importance_resample`), so that the fill, the
   decoder's mean at that z, is scored by the known pixels alone rather than by where the
   chain stopped.
+- VAEs trained on masks (`masked_vae_mlp`, conditioned on the known pixels: `known_pixels`,
+  `sample_masks`): ancestral sampling, z ~ N(0, I), then the decoder's mean given z and the
+  known pixels.
 - GANs: latent optimisation (Yeh et al. 2017): z minimises a contextual loss, the L1 distance
   to the known pixels weighted by how many missing pixels surround each one, plus lambda
   times a prior loss, the GAN's own generator loss of D(G(z)) (`latent_optimisation`); the
