@@ -225,8 +225,8 @@ def test_bad_shapes_raise_one_line_config_error(name, shape):
 def test_unknown_names_raise_config_error():
     with pytest.raises(
         ConfigError,
-        match="valid: cdcgan, cvae_mlp, dcgan, gan_mlp, sngan_resnet, text_lm, text_vae, "
-        "toy_mlp, vae_conv, vae_mlp, vq_prior, vqvae_conv$",
+        match="valid: cdcgan, cvae_mlp, dcgan, gan_mlp, masked_vae_mlp, sngan_resnet, text_lm, "
+        "text_vae, toy_mlp, vae_conv, vae_mlp, vq_prior, vqvae_conv$",
     ):
         family_of("stylegan")
     with pytest.raises(ConfigError, match="stylegan"):
@@ -252,6 +252,7 @@ def test_wgan_gp_takes_every_discriminator_norm_but_batch():
 def test_family_of_and_registry_names():
     families = {"gan_mlp": "gan", "dcgan": "gan", "toy_mlp": "gan", "sngan_resnet": "gan"}
     families |= {"cdcgan": "gan", "vae_mlp": "vae", "vae_conv": "vae", "cvae_mlp": "vae"}
+    families |= {"masked_vae_mlp": "vae"}
     families |= {"text_vae": "text_vae", "text_lm": "lm", "vqvae_conv": "vqvae"}
     families |= {"vq_prior": "prior"}
     assert {name: family_of(name).name for name in MODELS} == families
