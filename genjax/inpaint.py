@@ -55,8 +55,9 @@ class MaskSpec:
     p: float = 0.0
 
 
-def parse_mask(spec: str) -> MaskSpec:
-    """The MaskSpec of `spec`; ConfigError naming the valid specs for one that does not parse."""
+def parse_mask(spec: str, flag: str = "--mask") -> MaskSpec:
+    """The MaskSpec of `spec`; ConfigError naming `flag` and the valid specs for one that does
+    not parse."""
     name, colon, arg = str(spec).partition(":")
     if not colon and name in MASKS:
         return MaskSpec(name)
@@ -67,7 +68,7 @@ def parse_mask(spec: str) -> MaskSpec:
             p = float("nan")
         if 0.0 < p < 1.0:
             return MaskSpec("random", p)
-    raise ConfigError(f"--mask {spec!r} is not a mask; valid: {VALID_MASKS}")
+    raise ConfigError(f"{flag} {spec!r} is not a mask; valid: {VALID_MASKS}")
 
 
 def make_masks(spec: str | MaskSpec, num: int, shape: tuple, seed: int = 0) -> np.ndarray:
@@ -102,12 +103,13 @@ def make_masks(spec: str | MaskSpec, num: int, shape: tuple, seed: int = 0) -> n
     return known
 
 
-def parse_masks(text: str) -> tuple[MaskSpec, ...]:
+def parse_masks(text: str, flag: str) -> tuple[MaskSpec, ...]:
     """The MaskSpecs of a comma-separated list of mask specs (e.g. "all,bottom,random:0.5");
-    ConfigError for an empty list or a spec that does not parse."""
-    specs = tuple(parse_mask(part.strip()) for part in str(text).split(",") if part.strip())
+    ConfigError naming `flag` for an empty list or a spec that does not parse."""
+    specs = tuple(parse_mask(part.strip(), flag) for part in str(text).split(",") if part.strip())
     if not specs:
-        raise ConfigError(f"no masks in {text!r}; valid: a comma-separated list of {VALID_MASKS}")
+        valid = f"a comma-separated list of {VALID_MASKS}"
+        raise ConfigError(f"{flag}: no masks in {text!r}; valid: {valid}")
     return specs
 
 
@@ -165,16 +167,6 @@ def pseudo_gibbs(
 
     _, mean = lax.fori_loop(0, iterations, body, (x0, jnp.zeros_like(x)))
     return keep_known(mean, x, mask)
-
-
-def observed_log_likelihood(log_likelihood: Callable, out, x, mask):
-    """log p(x_known | z) per example, for a likelihood that factorises over pixels:
-    `log_likelihood(out, x)` (per-example sums, genjax.objectives.log_likelihood) scores each
-    pixel as an example of its own, and the known pixels' scores are summed. out (B, H, W,
-    C'), x (B, H, W, C), mask (B, H, W, 1) -> (B,)."""
-    b, h, w = x.shape[:3]
-    pixels = log_likelihood(out.reshape(b * h * w, 1, 1, -1), x.reshape(b * h * w, 1, 1, -1))
-    return jnp.sum(pixels.reshape(b, h, w) * mask[..., 0], axis=(1, 2))
 
 
 def importance_resample(propose: Callable, log_weight: Callable, key, num: int):

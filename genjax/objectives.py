@@ -172,11 +172,20 @@ def gaussian_log_likelihood(out, x):
 LOG_LIKELIHOODS = {"bernoulli": bernoulli_log_likelihood, "gaussian": gaussian_log_likelihood}
 
 
-def log_likelihood(out, x, likelihood: str):
-    """log p(x|z) per example from the decoder output, by likelihood name."""
+def log_likelihood(out, x, likelihood: str, weights=None):
+    """log p(x|z) per example from the decoder output, by likelihood name; with `weights`
+    (B, H, W, 1), for a likelihood that factorises over pixels, the sum of each pixel's term
+    times its weight (0/1 weights: the log-likelihood of the pixels marked 1 alone). Each pixel
+    is then scored as an example of its own."""
     if likelihood not in LOG_LIKELIHOODS:
         raise ValueError(f"likelihood={likelihood!r}; valid: {', '.join(LOG_LIKELIHOODS)}")
-    return LOG_LIKELIHOODS[likelihood](out, x)
+    if weights is None:
+        return LOG_LIKELIHOODS[likelihood](out, x)
+    b, h, w = x.shape[:3]
+    pixels = LOG_LIKELIHOODS[likelihood](
+        out.reshape(b * h * w, 1, 1, -1), x.reshape(b * h * w, 1, 1, -1)
+    )
+    return jnp.sum(pixels.reshape(b, h, w) * weights[..., 0], axis=(1, 2))
 
 
 def likelihood_mean(out, likelihood: str):
@@ -187,14 +196,16 @@ def likelihood_mean(out, likelihood: str):
     return jax.nn.sigmoid(out)
 
 
-def negative_elbo(decoder_out, x, mean, logvar, *, likelihood: str = "bernoulli", beta=1.0):
+def negative_elbo(
+    decoder_out, x, mean, logvar, *, likelihood: str = "bernoulli", beta=1.0, weights=None
+):
     """-ELBO = -log p(x|z) + beta * KL(q(z|x) || p(z)) per example (Kingma & Welling 2013, eq. 10).
 
     The KL is analytic; z is the one reparameterised sample that produced `decoder_out`;
-    beta != 1 is the beta-VAE (Higgins et al. 2017). Returns (negative ELBO, -log p(x|z), KL),
-    each (B,).
+    beta != 1 is the beta-VAE (Higgins et al. 2017); `weights` (B, H, W, 1) score only the
+    pixels they mark (log_likelihood). Returns (negative ELBO, -log p(x|z), KL), each (B,).
     """
-    reconstruction = -log_likelihood(decoder_out, x, likelihood)
+    reconstruction = -log_likelihood(decoder_out, x, likelihood, weights)
     kl = gaussian_kl(mean, logvar)
     return reconstruction + beta * kl, reconstruction, kl
 

@@ -82,7 +82,7 @@ def test_pseudo_gibbs_feeds_each_clamped_draw_back_and_returns_the_last_mean():
     np.testing.assert_allclose(two[0, :, 0, 0], [0.2, 0.9, 0.9, 0.9])
 
 
-def test_observed_log_likelihood_sums_the_known_pixels_bernoulli_terms():
+def test_a_weighted_log_likelihood_sums_the_known_pixels_bernoulli_terms():
     from genjax import objectives
 
     rng = np.random.default_rng(3)
@@ -92,9 +92,7 @@ def test_observed_log_likelihood_sums_the_known_pixels_bernoulli_terms():
     p = 1 / (1 + np.exp(-logits.astype(np.float64)))
     per_pixel = x * np.log(p) + (1 - x) * np.log1p(-p)
     expected = np.sum(per_pixel * mask, axis=(1, 2, 3))
-    got = inpaint.observed_log_likelihood(
-        lambda out, pixels: objectives.log_likelihood(out, pixels, "bernoulli"), logits, x, mask
-    )
+    got = objectives.log_likelihood(logits, x, "bernoulli", weights=mask)
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -262,7 +260,7 @@ def test_an_autoregressive_vae_decoder_is_refused(images):
 def test_training_masks_are_drawn_per_example_from_the_listed_specs():
     """Each of 3,000 masks is one of the specs, chosen uniformly: 'all' and 'bottom' exactly as
     make_masks makes them, random:0.25 with a quarter of its pixels missing."""
-    specs = inpaint.parse_masks("all, bottom,random:0.25")
+    specs = inpaint.parse_masks("all, bottom,random:0.25", "masks")
     assert [s.name for s in specs] == ["all", "bottom", "random"]
     masks = np.asarray(inpaint.sample_masks(specs, SHAPE, jax.random.PRNGKey(1), 3000))
     assert masks.shape == (3000, *SHAPE[:2], 1) and set(np.unique(masks)) == {0.0, 1.0}
@@ -273,7 +271,7 @@ def test_training_masks_are_drawn_per_example_from_the_listed_specs():
         assert abs(chosen.mean() - 1 / 3) < 0.03  # 3.5 standard errors
     assert abs(1 - masks[random].mean() - 0.25) < 0.01
     with pytest.raises(ConfigError, match="no masks in"):
-        inpaint.parse_masks(" , ")
+        inpaint.parse_masks(" , ", "masks")
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +288,7 @@ def test_a_masked_vae_step_learns_the_missing_pixels_alone(masked, images):
     x = {"image": np.asarray(images["image"])[None, None]}  # (devices, steps, B, ...)
     bias = {}
     for specs in ("bottom", "all"):
-        models = (encoder.clone(train_masks=inpaint.parse_masks(specs)), decoder)
+        models = (encoder.clone(train_masks=inpaint.parse_masks(specs, "masks")), decoder)
         step = exp.family.make_step(exp.config, models, exp.kind)
         vmapped = jax.jit(jax.vmap(step, in_axes=(None, 0, None), axis_name="data"))
         new, metrics = vmapped(state, x, jax.random.PRNGKey(2))

@@ -265,19 +265,15 @@ class VAEFamily(Family):
                 z = mean + jnp.exp(0.5 * logvar) * eps
                 d_vars = (params["decoder"], state.batch_stats["decoder"])
                 out, d_stats = apply_train(decoder, *d_vars, *decoder.inputs(z, x), *y)
-                if masks:  # -log p(x_missing | z, x_known) + beta KL
-                    recon = -inpainting.observed_log_likelihood(
-                        lambda o, pixels: objectives.log_likelihood(o, pixels, likelihood),
-                        out,
-                        x,
-                        1.0 - mask,
-                    )
-                    kl = objectives.gaussian_kl(mean, logvar)
-                    neg_elbo = recon + config.vae.beta * kl
-                else:
-                    neg_elbo, recon, kl = objectives.negative_elbo(
-                        out, x, mean, logvar, likelihood=likelihood, beta=config.vae.beta
-                    )
+                neg_elbo, recon, kl = objectives.negative_elbo(
+                    out,
+                    x,
+                    mean,
+                    logvar,
+                    likelihood=likelihood,
+                    beta=config.vae.beta,
+                    weights=1.0 - mask if masks else None,  # -log p(x_missing | z, x_known)
+                )
                 loss = neg_elbo.mean()
                 v = config.vae
                 if v.kl_warmup_steps or v.free_bits or v.kl_cycles:
@@ -399,12 +395,7 @@ class VAEFamily(Family):
             return z, objectives.diagonal_gaussian_log_density(z, mean, logvar)
 
         def log_weight(z):  # log p(x_known | z) + log p(z)
-            observed = inpainting.observed_log_likelihood(
-                lambda out, pixels: objectives.log_likelihood(out, pixels, likelihood),
-                decode(z),
-                x_f,
-                mask_f,
-            )
+            observed = objectives.log_likelihood(decode(z), x_f, likelihood, mask_f)
             return observed + objectives.diagonal_gaussian_log_density(z, 0.0, 0.0)
 
         z = inpainting.importance_resample(

@@ -153,10 +153,7 @@ def _masked_vae_mlp(config, shape, **common):
     cfg = config.model
     shape = _image_shape("masked_vae_mlp", shape)
     _positive(cfg, "z_dim", "hidden", "depth")
-    try:
-        specs = inpaint.parse_masks(cfg.train_masks)
-    except ConfigError as e:
-        raise ConfigError(f"config.model.train_masks: {e}".replace("--mask ", "")) from None
+    specs = inpaint.parse_masks(cfg.train_masks, "config.model.train_masks")
     if inpaint.MaskSpec("all") not in specs:
         raise ConfigError(
             f"config.model.train_masks={cfg.train_masks!r} must include 'all' (nothing known: "
